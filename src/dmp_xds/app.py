@@ -1,0 +1,221 @@
+"""The WSGI application: endpoints bound to transaction handlers, WSDL publishing, health.
+
+Request path (DESIGN.md): transport (``soap``) -> security (principal; the VIHF layer plugs in
+at ``_authenticate``) -> handler (metadata, registry, repository) -> response. Handlers answer
+XDS errors as RegistryResponses; everything that escapes them becomes a SOAP fault without a
+traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from lxml import etree
+
+from .call import Call, Reply
+from .config import Settings
+from .errors import FaultCode, SoapFault
+from .metadata import vocabulary as v
+from .namespaces import LCM, QUERY, WSA, XDSB
+from .registry.database import make_engine
+from .registry.service import RegistryService
+from .repository.service import RepositoryService
+from .repository.store import open_store
+from .resources import resource_dir
+from .soap.envelope import (
+    Limits,
+    SoapRequest,
+    fault_response,
+    read_soap_request,
+    soap_response,
+)
+from .soap.wsdl import WsdlPublisher
+
+log = logging.getLogger("dmp_xds.request")
+
+Handler = Callable[[Call], Reply]
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    path: str
+    wsdl: str
+    handlers: dict[str, Handler]
+    # When a client sends no wsa:Action, the payload's element decides (SOAP 1.1 clients).
+    by_payload: dict[str, str]
+
+
+class Application:
+    """The WSGI callable. Built once per worker process (engine and store are per process)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.engine = make_engine(settings.database_url or "")
+        self.store = open_store(settings.effective_store_url)
+        self.limits = Limits(
+            max_body_bytes=settings.max_body_bytes,
+            max_xml_bytes=settings.max_xml_bytes,
+            max_attachments=settings.max_attachments,
+        )
+        self.wsdl = WsdlPublisher(resource_dir("wsdl"), resource_dir("schemas"))
+        registry = RegistryService(self.engine, max_query_results=settings.max_query_results)
+        repository = RepositoryService(
+            self.engine, self.store, repository_unique_id=settings.repository_unique_id
+        )
+        self.endpoints = {
+            e.path: e
+            for e in (
+                Endpoint(
+                    "/xds/registry",
+                    "XDS.b_DocumentRegistry.wsdl",
+                    {
+                        v.ACTION_REGISTER: registry.register,
+                        v.ACTION_STORED_QUERY: registry.stored_query,
+                    },
+                    {
+                        f"{{{LCM}}}SubmitObjectsRequest": v.ACTION_REGISTER,
+                        f"{{{QUERY}}}AdhocQueryRequest": v.ACTION_STORED_QUERY,
+                    },
+                ),
+                Endpoint(
+                    "/xds/repository",
+                    "XDS.b_DocumentRepository.wsdl",
+                    {
+                        v.ACTION_PNR: repository.provide_and_register,
+                        v.ACTION_RETRIEVE: repository.retrieve,
+                    },
+                    {
+                        f"{{{XDSB}}}ProvideAndRegisterDocumentSetRequest": v.ACTION_PNR,
+                        f"{{{XDSB}}}RetrieveDocumentSetRequest": v.ACTION_RETRIEVE,
+                    },
+                ),
+            )
+        }
+
+    # --- WSGI ---------------------------------------------------------------------------------
+    def __call__(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        method = environ.get("REQUEST_METHOD", "GET")
+        if path == "/health":
+            return self._plain(start_response, "200 OK", b"ok\n")
+        endpoint = self.endpoints.get(path.rstrip("/"))
+        if endpoint is None:
+            return self._plain(start_response, "404 Not Found", b"no such endpoint\n")
+        if method in ("GET", "HEAD"):
+            return self._publish(environ, start_response, endpoint)
+        if method != "POST":
+            return self._plain(start_response, "405 Method Not Allowed", b"POST SOAP here\n")
+        return self._soap(environ, start_response, endpoint)
+
+    def _plain(self, start_response: Callable, status: str, body: bytes) -> list[bytes]:
+        start_response(
+            status,
+            [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))],
+        )
+        return [body]
+
+    def _publish(
+        self, environ: dict[str, Any], start_response: Callable, endpoint: Endpoint
+    ) -> list[bytes]:
+        query = environ.get("QUERY_STRING", "")
+        url = _request_url(environ, endpoint.path)
+        if query.lower() == "wsdl":
+            body: bytes | None = self.wsdl.wsdl(endpoint.wsdl, url)
+        elif query.startswith("xsd="):
+            body = self.wsdl.xsd(query[4:], url)
+        else:
+            body = None
+        if body is None:
+            return self._plain(start_response, "404 Not Found", b"append ?wsdl to the URL\n")
+        start_response(
+            "200 OK",
+            [("Content-Type", "text/xml; charset=utf-8"), ("Content-Length", str(len(body)))],
+        )
+        return [body]
+
+    def _soap(
+        self, environ: dict[str, Any], start_response: Callable, endpoint: Endpoint
+    ) -> Iterable[bytes]:
+        started = time.perf_counter()
+        request_id = str(uuid.uuid4())
+        request: SoapRequest | None = None
+        facts: dict[str, Any] = {"request_id": request_id, "endpoint": endpoint.path}
+        try:
+            request = read_soap_request(environ, self.store.spool_dir, self.limits)
+            action = self._action(request, environ, endpoint)
+            facts["action"] = action
+            call = Call(request, request_id, principal=self._authenticate(request))
+            reply = endpoint.handlers[action](call)
+            facts.update(call.log)
+            facts["status"] = reply.payload.get("status") or _nested_status(reply.payload)
+            response = soap_response(
+                request.version,
+                reply.payload,
+                action=v.response_action(action),
+                relates_to=request.addressing.message_id,
+                attachments=reply.attachments,
+                force_mtom=reply.force_mtom,
+            )
+        except SoapFault as fault:
+            facts["fault"] = fault.reason
+            response = fault_response(
+                request.version if request else None,
+                fault,
+                relates_to=request.addressing.message_id if request else None,
+            )
+        except Exception:
+            log.exception("unexpected error", extra=facts)
+            response = fault_response(
+                request.version if request else None,
+                SoapFault(FaultCode.RECEIVER, f"internal error (request {request_id})"),
+                relates_to=request.addressing.message_id if request else None,
+            )
+        finally:
+            if request is not None:
+                request.cleanup()
+        facts["http_status"] = int(response.status.split()[0])
+        facts["duration_ms"] = round((time.perf_counter() - started) * 1000, 2)
+        log.info("request", extra=facts)
+        start_response(response.status, [*response.headers, ("X-Request-Id", request_id)])
+        return response.body
+
+    def _action(self, request: SoapRequest, environ: dict[str, Any], endpoint: Endpoint) -> str:
+        action = request.addressing.action
+        if not action:
+            soap_action = environ.get("HTTP_SOAPACTION", "").strip('"')
+            action = soap_action or endpoint.by_payload.get(request.payload.tag, "")
+        if action not in endpoint.handlers:
+            raise SoapFault(
+                FaultCode.SENDER,
+                f"action {action!r} is not supported at {endpoint.path}",
+                subcode=(WSA, "ActionNotSupported"),
+            )
+        return action
+
+    def _authenticate(self, request: SoapRequest) -> None:
+        """Hook for the VIHF layer (WS-Security SAML assertion -> Principal)."""
+        return None
+
+
+def _nested_status(payload: etree._Element) -> str | None:
+    for child in payload:
+        if isinstance(child.tag, str) and child.get("status"):
+            return child.get("status")
+    return None
+
+
+def _request_url(environ: dict[str, Any], path: str) -> str:
+    scheme = environ.get("HTTP_X_FORWARDED_PROTO") or environ.get("wsgi.url_scheme", "http")
+    host = environ.get("HTTP_HOST") or (
+        f"{environ.get('SERVER_NAME', 'localhost')}:{environ.get('SERVER_PORT', '80')}"
+    )
+    return f"{scheme}://{host}{path}"
+
+
+def create_app(settings: Settings | None = None) -> Application:
+    return Application(settings or Settings.from_env())

@@ -1,0 +1,71 @@
+"""Connecting to PostgreSQL: an external server (``DMP_XDS_DATABASE_URL``) or the embedded one
+that ``pgserver`` runs under the data directory, and applying the Alembic migrations."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.engine import make_url
+
+from ..resources import resource_dir
+
+log = logging.getLogger(__name__)
+
+
+def normalise_url(url: str) -> str:
+    """Use the psycopg2 driver whatever scheme the operator wrote (``postgres://``,
+    ``postgresql://``)."""
+    parsed = make_url(url.replace("postgres://", "postgresql://", 1))
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg2")
+    return parsed.render_as_string(hide_password=False)
+
+
+def make_engine(url: str, *, pool_size: int = 4) -> Engine:
+    """An engine sized for one gunicorn sync worker (one request at a time, plus headroom)."""
+    return create_engine(
+        normalise_url(url),
+        pool_size=pool_size,
+        max_overflow=2,
+        pool_pre_ping=True,
+        pool_recycle=1800,
+    )
+
+
+def migrate(url: str) -> None:
+    """Bring the schema to the newest revision (idempotent)."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(resource_dir("migrations")))
+    cfg.set_main_option("sqlalchemy.url", normalise_url(url).replace("%", "%%"))
+    command.upgrade(cfg, "head")
+
+
+class EmbeddedPostgres:
+    """PostgreSQL run by ``pgserver`` with its data under ``data_dir`` (Unix socket only).
+
+    pgserver runs initdb and postgres as a dedicated ``pgserver`` user when we are root and makes
+    the parent directories of ``data_dir`` traversable; operators should prefer an external
+    server in production.
+    """
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self._server: Any = None
+
+    def start(self) -> str:
+        import pgserver  # imported here: only the embedded mode needs it
+
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._server = pgserver.get_server(str(self.data_dir), cleanup_mode="stop")
+        log.info("embedded PostgreSQL started", extra={"data_dir": str(self.data_dir)})
+        return str(self._server.get_uri())
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.cleanup()
+            self._server = None

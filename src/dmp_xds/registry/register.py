@@ -1,0 +1,522 @@
+"""ITI-42 Register Document Set-b: store a validated submission in one transaction.
+
+The caller (ITI-41 or ITI-42 endpoint) has parsed and validated the metadata; here come the
+checks that need the registry's state (patient known, uniqueIds unused, association targets
+present, of the same patient and not deprecated), then every row is written in the caller's
+transaction. Any failure raises :class:`XdsFailure`, and the caller's rollback leaves the registry
+as it was.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from copy import deepcopy
+from dataclasses import dataclass
+
+from lxml import etree
+from sqlalchemy import Connection, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.exc import IntegrityError
+
+from ..errors import ErrorCode, XdsError, XdsFailure
+from ..metadata import vocabulary as v
+from ..metadata.datatypes import dtm_key, is_uuid_urn, parse_patient_id
+from ..metadata.ebrim import rim, set_slot
+from ..metadata.model import Association, DocumentEntry, Folder, Submission, SubmissionSet
+from . import tables as t
+
+
+def as_uuid(entry_uuid: str) -> uuid.UUID:
+    return uuid.UUID(entry_uuid.removeprefix("urn:uuid:"))
+
+
+def as_urn(value: uuid.UUID) -> str:
+    return f"urn:uuid:{value}"
+
+
+def fragment(element: etree._Element) -> str:
+    """The stored LeafClass form of an object: its element without status (set when answered)."""
+    copy = deepcopy(element)
+    copy.attrib.pop("status", None)
+    return etree.tostring(copy, encoding="unicode")
+
+
+def patient_key(conn: Connection, patient_id: str) -> int | None:
+    canonical = parse_patient_id(patient_id).canonical
+    return conn.execute(
+        select(t.patient.c.patient_key).where(t.patient.c.patient_id == canonical)
+    ).scalar_one_or_none()
+
+
+def create_patient(conn: Connection, patient_id: str) -> tuple[int, bool]:
+    """Register a patient id (idempotent); return its key and whether it was new."""
+    canonical = parse_patient_id(patient_id).canonical
+    key = conn.execute(
+        pg_insert(t.patient)
+        .values(patient_id=canonical)
+        .on_conflict_do_nothing(index_elements=["patient_id"])
+        .returning(t.patient.c.patient_key)
+    ).scalar_one_or_none()
+    if key is not None:
+        return key, True
+    return patient_key(conn, canonical), False  # type: ignore[return-value]
+
+
+@dataclass(frozen=True, slots=True)
+class _Existing:
+    kind: str
+    status: str | None
+
+
+@dataclass
+class Checked:
+    """A submission that passed the registry's checks, ready to be written."""
+
+    sub: Submission
+    patient_key: int
+    existing: dict[str, _Existing]
+
+
+def check(conn: Connection, sub: Submission, prior_errors: Sequence[XdsError] = ()) -> Checked:
+    """The checks that need the registry's state, added to ``prior_errors`` (the metadata
+    validation's), so that a submitter gets every problem in one answer.
+
+    Raises :class:`XdsFailure` when anything is wrong.
+    """
+    errors = list(prior_errors)
+    ss = sub.submission_sets[0] if sub.submission_sets else None
+    key = None
+    if ss is not None and ss.patient_id:
+        try:
+            key = patient_key(conn, ss.patient_id)
+        except ValueError:
+            key = None  # malformed: already reported by validation
+        else:
+            if key is None:
+                errors.append(
+                    XdsError(
+                        ErrorCode.UNKNOWN_PATIENT_ID,
+                        f"patient {parse_patient_id(ss.patient_id)} is not known to the registry",
+                        f"{ss.label} / patientId",
+                    )
+                )
+    errors += _check_unique_ids(conn, sub)
+    existing = _check_references(conn, sub, key, errors)
+    if errors or key is None:
+        raise XdsFailure(errors)
+    return Checked(sub, key, existing)
+
+
+def write(
+    conn: Connection, checked: Checked, content_keys: Mapping[str, str] | None = None
+) -> None:
+    """Write a checked submission inside ``conn``'s transaction.
+
+    ``content_keys`` maps DocumentEntry ids to the SHA-256 of their bytes in the document store
+    (ITI-41); ITI-42 registrations have none.
+    """
+    sub, key = checked.sub, checked.patient_key
+    ss = sub.submission_sets[0]
+    submission_time = ss.submission_time or ""
+    for assoc in sub.associations:
+        assoc.element.set("status", v.APPROVED)
+    try:
+        _insert_submission_set(conn, key, ss)
+        for doc in sub.documents:
+            _insert_document(conn, key, doc, (content_keys or {}).get(doc.id))
+        for fol in sub.folders:
+            _insert_folder(conn, key, fol, submission_time)
+        for assoc in sub.associations:
+            _insert_association(conn, key, assoc)
+        _insert_locators(conn, key, sub)
+    except IntegrityError as exc:
+        # A concurrent submission took a uniqueId or entryUUID between our check and insert.
+        raise XdsFailure(
+            XdsError(
+                ErrorCode.DUPLICATE_UNIQUE_ID_IN_REGISTRY,
+                "a uniqueId or entryUUID of this submission was registered concurrently",
+                ss.label,
+            )
+        ) from exc
+    _apply_relationships(conn, key, sub)
+    _touch_folders(conn, key, sub, checked.existing, submission_time)
+
+
+def register(conn: Connection, sub: Submission, prior_errors: Sequence[XdsError] = ()) -> None:
+    """ITI-42: check and write in the caller's transaction."""
+    write(conn, check(conn, sub, prior_errors))
+
+
+def _check_unique_ids(conn: Connection, sub: Submission) -> list[XdsError]:
+    wanted = (
+        {("DocumentEntry", d.unique_id): d for d in sub.documents if d.unique_id}
+        | {("SubmissionSet", s.unique_id): s for s in sub.submission_sets if s.unique_id}
+        | {("Folder", f.unique_id): f for f in sub.folders if f.unique_id}
+    )
+    if not wanted:
+        return []
+    loc = t.unique_id_locator
+    found = conn.execute(
+        select(loc.c.kind, loc.c.unique_id, loc.c.patient_key).where(
+            loc.c.unique_id.in_([u for _, u in wanted])
+        )
+    ).all()
+    errors: list[XdsError] = []
+    for kind, unique_id, pkey in found:
+        obj = wanted.get((kind, unique_id))
+        if obj is None:
+            continue
+        if isinstance(obj, DocumentEntry):
+            errors += _document_duplicate(conn, obj, pkey)
+        else:
+            errors.append(
+                XdsError(
+                    ErrorCode.DUPLICATE_UNIQUE_ID_IN_REGISTRY,
+                    f"{kind} uniqueId {unique_id} is already in the registry",
+                    f"{obj.label} / uniqueId",
+                )
+            )
+    return errors
+
+
+def _document_duplicate(conn: Connection, doc: DocumentEntry, pkey: int) -> list[XdsError]:
+    """A DocumentEntry uniqueId already registered: tell the submitter how it differs."""
+    de = t.document_entry
+    row = conn.execute(
+        select(de.c.hash_sha1, de.c.size)
+        .where(de.c.patient_key == pkey, de.c.unique_id == doc.unique_id)
+        .limit(1)
+    ).one_or_none()
+    where = f"{doc.label} / uniqueId"
+    if row is not None and doc.hash and row.hash_sha1 and doc.hash.lower() != row.hash_sha1:
+        return [
+            XdsError(
+                ErrorCode.NON_IDENTICAL_HASH,
+                f"document uniqueId {doc.unique_id} is already registered with another hash",
+                where,
+            )
+        ]
+    if row is not None and doc.size and row.size is not None and int(doc.size) != row.size:
+        return [
+            XdsError(
+                ErrorCode.NON_IDENTICAL_SIZE,
+                f"document uniqueId {doc.unique_id} is already registered with another size",
+                where,
+            )
+        ]
+    return [
+        XdsError(
+            ErrorCode.DUPLICATE_UNIQUE_ID_IN_REGISTRY,
+            f"document uniqueId {doc.unique_id} is already in the registry",
+            where,
+        )
+    ]
+
+
+def _check_references(
+    conn: Connection, sub: Submission, key: int | None, errors: list[XdsError]
+) -> dict[str, _Existing]:
+    """Resolve association ends that are not in the submission; report the unusable ones."""
+    local = {o.id for o in sub.objects()}
+    new_ids = [as_uuid(o.id) for o in sub.objects() if is_uuid_urn(o.id)]
+    clash = (
+        conn.execute(
+            select(t.object_locator.c.entry_uuid).where(t.object_locator.c.entry_uuid.in_(new_ids))
+        )
+        .scalars()
+        .all()
+    )
+    for entry in clash:
+        errors.append(
+            XdsError(
+                ErrorCode.REGISTRY_METADATA,
+                f"entryUUID {as_urn(entry)} is already in the registry",
+                as_urn(entry),
+            )
+        )
+    refs = {
+        ref
+        for a in sub.associations
+        for ref in (a.source, a.target)
+        if ref not in local and is_uuid_urn(ref)  # other refs: reported by validation
+    }
+    existing: dict[str, _Existing] = {}
+    if refs:
+        loc = t.object_locator
+        rows = conn.execute(
+            select(loc.c.entry_uuid, loc.c.patient_key, loc.c.kind).where(
+                loc.c.entry_uuid.in_([as_uuid(r) for r in refs])
+            )
+        ).all()
+        for entry, pkey, kind in rows:
+            urn = as_urn(entry)
+            if key is not None and pkey != key:
+                errors.append(
+                    XdsError(
+                        ErrorCode.PATIENT_ID_DOES_NOT_MATCH,
+                        f"{kind} {urn} belongs to another patient than this submission",
+                        urn,
+                    )
+                )
+            status = None
+            if kind in ("DocumentEntry", "Folder"):
+                table = t.KIND_TABLES[kind]
+                status = conn.execute(
+                    select(table.c.status).where(
+                        table.c.patient_key == pkey, table.c.entry_uuid == entry
+                    )
+                ).scalar_one_or_none()
+            existing[urn] = _Existing(kind, status)
+    for assoc in sub.associations:
+        for ref in (assoc.source, assoc.target):
+            if ref in refs and ref not in existing:
+                errors.append(
+                    XdsError(
+                        ErrorCode.UNRESOLVED_REFERENCE,
+                        f"{ref} is neither in this submission nor in the registry",
+                        f"{assoc.label}",
+                    )
+                )
+        if assoc.type in v.RELATIONSHIP_TYPES:
+            target = existing.get(assoc.target)
+            if assoc.target in local or target is None:
+                if assoc.target in local and assoc.type != v.SIGNS:
+                    errors.append(
+                        XdsError(
+                            ErrorCode.REGISTRY_METADATA,
+                            "the target of a document relationship must be a registered "
+                            "DocumentEntry",
+                            f"{assoc.label} / targetObject",
+                        )
+                    )
+                continue
+            if target.kind != "DocumentEntry":
+                errors.append(
+                    XdsError(
+                        ErrorCode.REGISTRY_METADATA,
+                        f"{assoc.target} is a {target.kind}, not a DocumentEntry",
+                        f"{assoc.label} / targetObject",
+                    )
+                )
+            elif target.status != v.APPROVED:
+                errors.append(
+                    XdsError(
+                        ErrorCode.DEPRECATED_DOCUMENT,
+                        f"document {assoc.target} is deprecated and cannot be the target "
+                        "of a new relationship",
+                        f"{assoc.label} / targetObject",
+                    )
+                )
+    return existing
+
+
+def _codes(codes: list) -> list[str]:
+    return [c.key for c in codes]
+
+
+def _insert_submission_set(conn: Connection, key: int, ss: SubmissionSet) -> None:
+    conn.execute(
+        t.submission_set.insert().values(
+            patient_key=key,
+            entry_uuid=as_uuid(ss.id),
+            unique_id=ss.unique_id,
+            source_id=ss.source_id,
+            status=v.APPROVED,
+            submission_time=dtm_key(ss.submission_time or ""),
+            content_type_code=ss.content_type_code.key if ss.content_type_code else None,
+            author_persons=[a.person for a in ss.authors if a.person],
+            ebrim=fragment(ss.element),
+        )
+    )
+
+
+def _insert_document(
+    conn: Connection, key: int, doc: DocumentEntry, content_sha256: str | None
+) -> None:
+    lid = doc.lid or doc.id
+    doc.element.set("lid", lid)
+    conn.execute(
+        t.document_entry.insert().values(
+            patient_key=key,
+            entry_uuid=as_uuid(doc.id),
+            logical_id=as_uuid(lid),
+            version=1,
+            unique_id=doc.unique_id,
+            status=v.APPROVED,
+            object_type=doc.object_type,
+            mime_type=doc.mime_type,
+            class_code=doc.class_code.key if doc.class_code else None,
+            type_code=doc.type_code.key if doc.type_code else None,
+            format_code=doc.format_code.key if doc.format_code else None,
+            facility_code=doc.facility_code.key if doc.facility_code else None,
+            practice_code=doc.practice_code.key if doc.practice_code else None,
+            confidentiality_codes=_codes(doc.confidentiality_codes),
+            event_codes=_codes(doc.event_codes),
+            author_persons=[a.person for a in doc.authors if a.person],
+            creation_time=dtm_key(doc.creation_time) if doc.creation_time else None,
+            service_start_time=dtm_key(doc.service_start_time) if doc.service_start_time else None,
+            service_stop_time=dtm_key(doc.service_stop_time) if doc.service_stop_time else None,
+            hash_sha1=doc.hash.lower() if doc.hash else None,
+            size=int(doc.size) if doc.size else None,
+            repository_unique_id=doc.repository_unique_id,
+            content_sha256=content_sha256,
+            reference_ids=doc.reference_ids,
+            availability=doc.availability,
+            ebrim=fragment(doc.element),
+        )
+    )
+
+
+def _insert_folder(conn: Connection, key: int, fol: Folder, submission_time: str) -> None:
+    lid = fol.lid or fol.id
+    fol.element.set("lid", lid)
+    set_slot(fol.element, "lastUpdateTime", [submission_time])
+    conn.execute(
+        t.folder.insert().values(
+            patient_key=key,
+            entry_uuid=as_uuid(fol.id),
+            logical_id=as_uuid(lid),
+            version=1,
+            unique_id=fol.unique_id,
+            status=v.APPROVED,
+            codes=_codes(fol.codes),
+            last_update_time=dtm_key(submission_time),
+            ebrim=fragment(fol.element),
+        )
+    )
+
+
+def _insert_association(conn: Connection, key: int, assoc: Association) -> None:
+    conn.execute(
+        t.association.insert().values(
+            patient_key=key,
+            entry_uuid=as_uuid(assoc.id),
+            association_type=assoc.type,
+            source_uuid=as_uuid(assoc.source),
+            target_uuid=as_uuid(assoc.target),
+            status=v.APPROVED,
+            ebrim=fragment(assoc.element),
+        )
+    )
+
+
+def _insert_locators(conn: Connection, key: int, sub: Submission) -> None:
+    conn.execute(
+        t.object_locator.insert(),
+        [
+            {"entry_uuid": as_uuid(o.id), "patient_key": key, "kind": type(o).__name__}
+            for o in sub.objects()
+        ],
+    )
+    conn.execute(
+        t.unique_id_locator.insert(),
+        [
+            {"kind": type(o).__name__, "unique_id": o.unique_id, "patient_key": key}
+            for o in (*sub.submission_sets, *sub.documents, *sub.folders)
+        ],
+    )
+
+
+def _apply_relationships(conn: Connection, key: int, sub: Submission) -> None:
+    """Deprecate what RPLC / XFRM_RPLC replace; exactly one concurrent replacement wins."""
+    de = t.document_entry
+    for assoc in sub.associations:
+        if assoc.type not in v.REPLACEMENT_TYPES:
+            continue
+        done = conn.execute(
+            update(de)
+            .where(
+                de.c.patient_key == key,
+                de.c.entry_uuid == as_uuid(assoc.target),
+                de.c.status == v.APPROVED,
+            )
+            .values(status=v.DEPRECATED)
+        ).rowcount
+        if done != 1:
+            raise XdsFailure(
+                XdsError(
+                    ErrorCode.DEPRECATED_DOCUMENT,
+                    f"document {assoc.target} was replaced concurrently",
+                    f"{assoc.label} / targetObject",
+                )
+            )
+        _carry_folder_membership(conn, key, sub, assoc)
+
+
+def _carry_folder_membership(
+    conn: Connection, key: int, sub: Submission, assoc: Association
+) -> None:
+    """A replacement joins every folder the original belonged to (ITI TF-3 4.2.2.2.3)."""
+    a = t.association
+    folders = (
+        conn.execute(
+            select(a.c.source_uuid)
+            .join(
+                t.object_locator,
+                (t.object_locator.c.entry_uuid == a.c.source_uuid)
+                & (t.object_locator.c.kind == "Folder"),
+            )
+            .where(
+                a.c.patient_key == key,
+                a.c.target_uuid == as_uuid(assoc.target),
+                a.c.association_type == v.HAS_MEMBER,
+            )
+        )
+        .scalars()
+        .all()
+    )
+    for folder_uuid in folders:
+        new_id = f"urn:uuid:{uuid.uuid4()}"
+        element = etree.Element(
+            rim("Association"),
+            id=new_id,
+            associationType=v.HAS_MEMBER,
+            sourceObject=as_urn(folder_uuid),
+            targetObject=assoc.source,
+            objectType=v.ASSOCIATION_TYPE,
+            status=v.APPROVED,
+        )
+        conn.execute(
+            t.association.insert().values(
+                patient_key=key,
+                entry_uuid=as_uuid(new_id),
+                association_type=v.HAS_MEMBER,
+                source_uuid=folder_uuid,
+                target_uuid=as_uuid(assoc.source),
+                status=v.APPROVED,
+                ebrim=fragment(element),
+            )
+        )
+        conn.execute(
+            t.object_locator.insert().values(
+                entry_uuid=as_uuid(new_id), patient_key=key, kind="Association"
+            )
+        )
+
+
+def _touch_folders(
+    conn: Connection,
+    key: int,
+    sub: Submission,
+    existing: Mapping[str, _Existing],
+    submission_time: str,
+) -> None:
+    """Existing folders that receive documents get a new lastUpdateTime."""
+    touched = {
+        a.source
+        for a in sub.associations
+        if a.type == v.HAS_MEMBER and existing.get(a.source, _Existing("", None)).kind == "Folder"
+    }
+    for folder_urn in touched:
+        f = t.folder
+        row = conn.execute(
+            select(f.c.ebrim).where(f.c.patient_key == key, f.c.entry_uuid == as_uuid(folder_urn))
+        ).one()
+        element = etree.fromstring(row.ebrim)
+        set_slot(element, "lastUpdateTime", [submission_time])
+        conn.execute(
+            update(f)
+            .where(f.c.patient_key == key, f.c.entry_uuid == as_uuid(folder_urn))
+            .values(last_update_time=dtm_key(submission_time), ebrim=fragment(element))
+        )

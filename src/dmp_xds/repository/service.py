@@ -1,0 +1,257 @@
+"""The repository endpoint's transactions: ITI-41 Provide and Register, ITI-43 Retrieve.
+
+ITI-41 order of work (DESIGN.md, "Atomicity"): parse and validate everything, run the
+registry's checks, make the document bytes durable in the content-addressed store, then write
+all metadata in the same database transaction as the checks. A failure at any point leaves the
+registry unchanged; bytes already stored are unreferenced and collected later by ``dmp-xds gc``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+
+from lxml import etree
+from sqlalchemy import Connection, Engine, Row, select
+
+from ..call import Call, Reply
+from ..errors import ErrorCode, XdsError, XdsFailure
+from ..metadata import vocabulary as v
+from ..metadata.datatypes import is_uuid_urn
+from ..metadata.ebrim import parse_submission, registry_response, set_slot
+from ..metadata.model import DocumentEntry
+from ..metadata.validation import validate_submission
+from ..namespaces import LCM, XDSB
+from ..registry import tables as t
+from ..registry.register import check, write
+from ..registry.service import expect
+from ..soap.mtom import OutPart, SpooledPart, xop_include
+from .store import CorruptDocument, DocumentStore, MissingDocument, VerifiedReader
+
+log = logging.getLogger(__name__)
+_X = f"{{{XDSB}}}"
+
+
+def _attach_documents(
+    call: Call, request: etree._Element, docs: list[DocumentEntry], symbols: dict[str, str]
+) -> tuple[dict[str, SpooledPart], list[XdsError]]:
+    """Pair each xdsb:Document with its DocumentEntry; report both kinds of orphan."""
+    errors: list[XdsError] = []
+    by_id = {d.id: d for d in docs}
+    contents: dict[str, SpooledPart] = {}
+    for element in request.iterchildren(_X + "Document"):
+        raw_id = element.get("id", "")
+        entry_id = symbols.get(raw_id, raw_id.lower() if is_uuid_urn(raw_id) else raw_id)
+        part = call.request.document_content(element)
+        if entry_id not in by_id:
+            errors.append(
+                XdsError(
+                    ErrorCode.MISSING_DOCUMENT_METADATA,
+                    f"document {raw_id!r} has no DocumentEntry in the metadata",
+                    f"Document {raw_id}",
+                )
+            )
+        elif entry_id in contents:
+            errors.append(
+                XdsError(
+                    ErrorCode.REPOSITORY_METADATA,
+                    f"document {raw_id!r} is sent twice",
+                    f"Document {raw_id}",
+                )
+            )
+        elif part is None:
+            errors.append(
+                XdsError(
+                    ErrorCode.MISSING_DOCUMENT,
+                    f"document {raw_id!r} has no content (no attachment or inline bytes)",
+                    f"Document {raw_id}",
+                )
+            )
+        else:
+            contents[entry_id] = part
+    referenced = call.request.referenced_content_ids()
+    for content_id in call.request.attachments:
+        if content_id not in referenced:
+            errors.append(
+                XdsError(
+                    ErrorCode.MISSING_DOCUMENT_METADATA,
+                    f"MIME part <{content_id}> is referenced by no Document",
+                    f"MIME part {content_id}",
+                )
+            )
+    for doc in docs:
+        if doc.id not in contents and not any(e.location == f"Document {doc.id}" for e in errors):
+            errors.append(
+                XdsError(
+                    ErrorCode.MISSING_DOCUMENT,
+                    "DocumentEntry has no attached document",
+                    doc.label,
+                )
+            )
+    return contents, errors
+
+
+def _check_content(doc: DocumentEntry, part: SpooledPart, repository_uid: str) -> list[XdsError]:
+    """Compare what the submitter said with the bytes, then record the computed values."""
+    errors = []
+    where = doc.label
+    if doc.hash and doc.hash.lower() != part.sha1:
+        message = f"hash slot {doc.hash} differs from the document's SHA-1 {part.sha1}"
+        errors.append(XdsError(ErrorCode.NON_IDENTICAL_HASH, message, f"{where} / hash"))
+        errors.append(XdsError(ErrorCode.REPOSITORY_METADATA, message, f"{where} / hash"))
+    if doc.size and doc.size.isdigit() and int(doc.size) != part.size:
+        message = f"size slot {doc.size} differs from the document's size {part.size}"
+        errors.append(XdsError(ErrorCode.NON_IDENTICAL_SIZE, message, f"{where} / size"))
+        errors.append(XdsError(ErrorCode.REPOSITORY_METADATA, message, f"{where} / size"))
+    doc.hash, doc.size, doc.repository_unique_id = part.sha1, str(part.size), repository_uid
+    set_slot(doc.element, "hash", [part.sha1])
+    set_slot(doc.element, "size", [str(part.size)])
+    set_slot(doc.element, "repositoryUniqueId", [repository_uid])
+    return errors
+
+
+class RepositoryService:
+    def __init__(self, engine: Engine, store: DocumentStore, *, repository_unique_id: str) -> None:
+        self.engine = engine
+        self.store = store
+        self.repository_unique_id = repository_unique_id
+
+    def provide_and_register(self, call: Call) -> Reply:
+        try:
+            expect(call.payload, XDSB, "ProvideAndRegisterDocumentSetRequest")
+            inner = call.payload.find(f"{{{LCM}}}SubmitObjectsRequest")
+            if inner is None:
+                raise XdsFailure(
+                    XdsError(
+                        ErrorCode.REPOSITORY_METADATA,
+                        "ProvideAndRegisterDocumentSetRequest has no SubmitObjectsRequest",
+                        "SubmitObjectsRequest",
+                    )
+                )
+            sub, errors = parse_submission(inner)
+            contents, attach_errors = _attach_documents(
+                call, call.payload, sub.documents, sub.symbols
+            )
+            errors += attach_errors
+            for doc in sub.documents:
+                if doc.id in contents:
+                    errors += _check_content(doc, contents[doc.id], self.repository_unique_id)
+            errors += validate_submission(sub, registry_side=False)
+            call.log["documents"] = len(sub.documents)
+            with self.engine.begin() as conn:
+                checked = check(conn, sub, errors)
+                keys = {}
+                for entry_id, part in contents.items():
+                    blob = self.store.put_file(part.path, part.sha256)
+                    keys[entry_id] = blob.sha256
+                write(conn, checked, keys)
+            return Reply(registry_response())
+        except XdsFailure as failure:
+            return Reply(registry_response(failure.errors))
+
+    def retrieve(self, call: Call) -> Reply:
+        """ITI-43: every requested document, verified against its key before any byte goes out."""
+        response = etree.Element(_X + "RetrieveDocumentSetResponse", nsmap={"xdsb": XDSB})
+        errors: list[XdsError] = []
+        parts: list[OutPart] = []
+        documents: list[etree._Element] = []
+        try:
+            expect(call.payload, XDSB, "RetrieveDocumentSetRequest")
+        except XdsFailure as failure:
+            response.append(registry_response(failure.errors))
+            return Reply(response, force_mtom=True)
+        requests = list(call.payload.iterchildren(_X + "DocumentRequest"))
+        if not requests:
+            errors.append(
+                XdsError(ErrorCode.REPOSITORY_ERROR, "no DocumentRequest", "DocumentRequest")
+            )
+        with self.engine.connect() as conn:
+            for number, req in enumerate(requests, start=1):
+                repo = (req.findtext(_X + "RepositoryUniqueId") or "").strip()
+                unique_id = (req.findtext(_X + "DocumentUniqueId") or "").strip()
+                where = f"DocumentRequest {number} ({unique_id})"
+                if repo != self.repository_unique_id:
+                    errors.append(
+                        XdsError(
+                            ErrorCode.UNKNOWN_REPOSITORY_ID,
+                            f"repository {repo!r} is not this repository",
+                            where,
+                        )
+                    )
+                    continue
+                row = self._locate(conn, unique_id)
+                if row is None:
+                    errors.append(
+                        XdsError(
+                            ErrorCode.DOCUMENT_UNIQUE_ID,
+                            f"document {unique_id!r} is not available in this repository",
+                            where,
+                        )
+                    )
+                    continue
+                try:
+                    reader = self.store.open(row.content_sha256)
+                except (CorruptDocument, MissingDocument) as exc:
+                    log.error(
+                        "document bytes unusable",
+                        extra={"sha256": row.content_sha256, "problem": type(exc).__name__},
+                    )
+                    errors.append(
+                        XdsError(
+                            ErrorCode.REPOSITORY_ERROR,
+                            f"document {unique_id!r} cannot be served: its stored bytes failed "
+                            "the integrity check",
+                            where,
+                        )
+                    )
+                    continue
+                content_id = f"doc{number}@dmp-xds"
+                parts.append(
+                    OutPart(content_id, row.mime_type, reader.size, _chunks_then_close(reader))
+                )
+                documents.append(
+                    self._document_response(repo, unique_id, row.mime_type, content_id)
+                )
+        status = None
+        if errors and parts:
+            status = v.RESPONSE_PARTIAL
+        response.append(registry_response(errors, status=status))
+        response.extend(documents)
+        call.log["documents"] = len(parts)
+        return Reply(response, parts, force_mtom=True)
+
+    def _locate(self, conn: Connection, unique_id: str) -> Row | None:
+        loc, de = t.unique_id_locator, t.document_entry
+        return conn.execute(
+            select(de.c.content_sha256, de.c.mime_type)
+            .join(loc, (loc.c.patient_key == de.c.patient_key))
+            .where(
+                loc.c.kind == "DocumentEntry",
+                loc.c.unique_id == unique_id,
+                de.c.unique_id == unique_id,
+                de.c.repository_unique_id == self.repository_unique_id,
+                de.c.content_sha256.is_not(None),
+            )
+            .limit(1)
+        ).one_or_none()
+
+    @staticmethod
+    def _document_response(
+        repo: str, unique_id: str, mime_type: str, content_id: str
+    ) -> etree._Element:
+        doc = etree.Element(_X + "DocumentResponse")
+        etree.SubElement(doc, _X + "RepositoryUniqueId").text = repo
+        etree.SubElement(doc, _X + "DocumentUniqueId").text = unique_id
+        etree.SubElement(doc, _X + "mimeType").text = mime_type
+        xop_include(etree.SubElement(doc, _X + "Document"), content_id)
+        return doc
+
+
+def _chunks_then_close(reader: VerifiedReader) -> Callable[[], Iterator[bytes]]:
+    def chunks() -> Iterator[bytes]:
+        try:
+            yield from reader.iter_chunks()
+        finally:
+            reader.close()
+
+    return chunks
