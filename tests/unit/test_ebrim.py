@@ -78,7 +78,7 @@ def test_every_error_is_reported_at_once() -> None:
     codes = [(e.code, e.location) for e in errors]
     assert (
         ErrorCode.REPOSITORY_METADATA,
-        "DocumentEntry " + sub.documents[0].id + " / creationTime",
+        "DocumentEntry Document01 / creationTime",
     ) in codes
     assert any(e.location.endswith("/ uniqueId") for e in errors)
     assert any(e.code is ErrorCode.PATIENT_ID_DOES_NOT_MATCH for e in errors)

@@ -391,6 +391,9 @@ def parse_submission(request: etree._Element) -> tuple[Submission, list[XdsError
             submission.object_refs.append(el.get("id", ""))
         elif tag != "Classification":
             parser.metadata_error(f"unexpected object {tag} in RegistryObjectList", tag)
+    submitted = {resolved: symbolic for symbolic, resolved in submission.symbols.items()}
+    for obj in submission.objects():
+        obj.submitted_id = submitted.get(obj.id, obj.id)
     packages = {p.id: p for p in (*submission.submission_sets, *submission.folders)}
     for cl in top_classifications:
         target = packages.get(cl.get("classifiedObject", ""))

@@ -45,10 +45,12 @@ class RegistryObject:
     comments: str | None = None
     home_community_id: str | None = None
     status: str | None = None
+    submitted_id: str | None = None  # the id as the submitter wrote it (symbolic or UUID)
 
     @property
     def label(self) -> str:
-        return f"{type(self).__name__} {self.id}"
+        """How error locations name the object: by the id the submitter used."""
+        return f"{type(self).__name__} {self.submitted_id or self.id}"
 
 
 @dataclass(slots=True)

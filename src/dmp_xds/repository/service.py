@@ -39,6 +39,7 @@ def _attach_documents(
     errors: list[XdsError] = []
     by_id = {d.id: d for d in docs}
     contents: dict[str, SpooledPart] = {}
+    sent: set[str] = set()
     for element in request.iterchildren(_X + "Document"):
         raw_id = element.get("id", "")
         entry_id = symbols.get(raw_id, raw_id.lower() if is_uuid_urn(raw_id) else raw_id)
@@ -51,12 +52,12 @@ def _attach_documents(
                     f"Document {raw_id}",
                 )
             )
-        elif entry_id in contents:
+        elif entry_id in sent:
             errors.append(
                 XdsError(
                     ErrorCode.REPOSITORY_METADATA,
                     f"document {raw_id!r} is sent twice",
-                    f"Document {raw_id}",
+                    by_id[entry_id].label,
                 )
             )
         elif part is None:
@@ -64,11 +65,12 @@ def _attach_documents(
                 XdsError(
                     ErrorCode.MISSING_DOCUMENT,
                     f"document {raw_id!r} has no content (no attachment or inline bytes)",
-                    f"Document {raw_id}",
+                    by_id[entry_id].label,
                 )
             )
         else:
             contents[entry_id] = part
+        sent.add(entry_id)
     referenced = call.request.referenced_content_ids()
     for content_id in call.request.attachments:
         if content_id not in referenced:
@@ -80,12 +82,10 @@ def _attach_documents(
                 )
             )
     for doc in docs:
-        if doc.id not in contents and not any(e.location == f"Document {doc.id}" for e in errors):
+        if doc.id not in sent:
             errors.append(
                 XdsError(
-                    ErrorCode.MISSING_DOCUMENT,
-                    "DocumentEntry has no attached document",
-                    doc.label,
+                    ErrorCode.MISSING_DOCUMENT, "DocumentEntry has no attached document", doc.label
                 )
             )
     return contents, errors

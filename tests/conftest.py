@@ -1,0 +1,162 @@
+"""Shared fixtures: one real PostgreSQL per test run (embedded pgserver, or the server named by
+``DMP_XDS_DATABASE_URL``) and one real server (``dmp-xds serve`` under gunicorn) on a free
+loopback port. Nothing of our own is mocked."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+from sqlalchemy import Engine, text
+
+from dmp_xds.registry.database import EmbeddedPostgres, make_engine, migrate
+from dmp_xds.registry.register import create_patient
+from tests.fixtures.metadata import new_patient_id
+
+REPOSITORY_UNIQUE_ID = "1.2.250.1.999.1.1.1"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    external = os.environ.get("DMP_XDS_DATABASE_URL")
+    if external:
+        migrate(external)
+        yield external
+        return
+    pg = EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "data")
+    url = pg.start()
+    migrate(url)
+    yield url
+    pg.stop()
+
+
+@pytest.fixture(scope="session")
+def engine(database_url: str) -> Iterator[Engine]:
+    eng = make_engine(database_url, pool_size=2)
+    yield eng
+    eng.dispose()
+
+
+@dataclass
+class Server:
+    url: str
+    data_dir: Path
+    store_dir: Path
+    log_path: Path
+    process: subprocess.Popen
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def start_server(
+    database_url: str, data_dir: Path, extra_env: dict[str, str] | None = None
+) -> Server:
+    port = free_port()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    env = {
+        **os.environ,
+        "DMP_XDS_DATABASE_URL": database_url,
+        "DMP_XDS_LISTEN": f"127.0.0.1:{port}",
+        "DMP_XDS_DATA_DIR": str(data_dir),
+        "DMP_XDS_WORKERS": "2",
+        "DMP_XDS_REPOSITORY_UNIQUE_ID": REPOSITORY_UNIQUE_ID,
+        **(extra_env or {}),
+    }
+    log_path = data_dir / "server.log"
+    log_file = log_path.open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "dmp_xds.cli", "serve"],
+        env=env,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited early:\n{log_path.read_text()}")
+        try:
+            if requests.get(url + "/health", timeout=1).status_code == 200:
+                break
+        except requests.RequestException:
+            time.sleep(0.1)
+    else:
+        process.kill()
+        raise RuntimeError(f"server did not start:\n{log_path.read_text()}")
+    return Server(url, data_dir, data_dir / "documents", log_path, process)
+
+
+def stop_server(server: Server) -> int:
+    server.process.send_signal(signal.SIGTERM)
+    try:
+        return server.process.wait(30)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+        return server.process.wait(10)
+
+
+@pytest.fixture(scope="session")
+def server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    srv = start_server(database_url, tmp_path_factory.mktemp("server"))
+    yield srv
+    stop_server(srv)
+
+
+@pytest.fixture
+def patient_id(engine: Engine) -> str:
+    """A fresh patient known to the registry."""
+    pid = new_patient_id()
+    with engine.begin() as conn:
+        create_patient(conn, pid)
+    return pid
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    rows: dict[str, int]
+    blobs: frozenset[str]
+
+
+TABLES = (
+    "document_entry",
+    "submission_set",
+    "folder",
+    "association",
+    "object_locator",
+    "unique_id_locator",
+)
+
+
+def snapshot(engine: Engine, store_dir: Path) -> Snapshot:
+    """Row counts of every registry table and the set of stored documents."""
+    with engine.connect() as conn:
+        rows = {t: conn.execute(text(f"SELECT count(*) FROM {t}")).scalar_one() for t in TABLES}  # noqa: S608 - fixed table names
+    root = store_dir / "sha256"
+    blobs = (
+        frozenset(p.name for p in root.rglob("*") if p.is_file()) if root.exists() else frozenset()
+    )
+    return Snapshot(rows, blobs)
+
+
+@pytest.fixture
+def unchanged(engine: Engine, server: Server) -> Iterator[None]:
+    """Asserts that the test leaves the registry and the document store exactly as they were."""
+    before = snapshot(engine, server.store_dir)
+    yield
+    assert snapshot(engine, server.store_dir) == before
