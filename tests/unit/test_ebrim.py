@@ -74,7 +74,7 @@ def test_top_level_submission_set_classification_moves_inside() -> None:
 def test_every_error_is_reported_at_once() -> None:
     doc = Doc(b"a", creation_time="2026-01-15", unique_id="not an oid")
     bad = Doc(b"b", patient_id="999^^^&1.2.250.1.213.1.4.10&ISO")
-    sub, errors = _parse(submit_objects_request(PID, [doc, bad]))
+    _, errors = _parse(submit_objects_request(PID, [doc, bad]))
     codes = [(e.code, e.location) for e in errors]
     assert (
         ErrorCode.REPOSITORY_METADATA,

@@ -326,3 +326,16 @@ def test_open_store_urls(tmp_path: Path) -> None:
     ):
         with pytest.raises(ValueError):
             open_store(bad)
+
+
+def test_racing_put_that_loses_the_link_reports_not_created(
+    store: FileStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another writer links the name between our dedupe check and our link."""
+    data = os.urandom(4096)
+    store.put_bytes(data)
+    monkeypatch.setattr(store, "_intact", lambda key: False)
+    path, key = spool(store, data)
+    assert store.put_file(path, key).created is False
+    assert not path.exists()
+    assert store.check(key) is BlobStatus.OK

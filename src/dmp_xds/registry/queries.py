@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from sqlalchemy import Connection, and_, exists, func, literal, or_, select
+from sqlalchemy import Connection, exists, func, literal, or_, select
 from sqlalchemy.sql.elements import ColumnElement
 
 from ..errors import ErrorCode, XdsError, XdsFailure
@@ -29,6 +29,8 @@ class Found:
     entry_uuid: uuid.UUID
     status: str
     ebrim: str
+    source: uuid.UUID | None = None  # association ends
+    target: uuid.UUID | None = None
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,10 @@ def _author_filter(column: ColumnElement, patterns: list[str]) -> ColumnElement:
 
 
 def _found(rows: Sequence, kind: str) -> list[Found]:
+    if kind == "Association":
+        return [
+            Found(kind, r.entry_uuid, r.status, r.ebrim, r.source_uuid, r.target_uuid) for r in rows
+        ]
     return [Found(kind, r.entry_uuid, r.status, r.ebrim) for r in rows]
 
 
@@ -164,11 +170,9 @@ def find_documents(conn: Connection, req: QueryRequest, limit: int) -> list[Foun
     return _found(rows, "DocumentEntry")
 
 
-# --- GetDocuments ----------------------------------------------------------------------------
+# --- lookups shared by the Get* queries ------------------------------------------------------
 
-GET_DOCUMENTS_PARAMS = (
-    Param(_DE + "EntryUUID"),
-    Param(_DE + "UniqueId"),
+GET_PARAMS_COMMON = (
     Param("$homeCommunityId", multiple=False),
     Param("$MetadataLevel", multiple=False),
 )
@@ -186,39 +190,501 @@ def _uuid_values(req: QueryRequest, name: str) -> list[uuid.UUID]:
     return result
 
 
-def get_documents(conn: Connection, req: QueryRequest, limit: int) -> list[Found]:
-    de = t.document_entry
-    if req.params.get(_DE + "EntryUUID"):
-        wanted = _uuid_values(req, _DE + "EntryUUID")
+def _identified(
+    conn: Connection, req: QueryRequest, kind: str, uuid_param: str, uid_param: str
+) -> list[tuple[int, uuid.UUID]]:
+    """(patient_key, entryUUID) of the objects of ``kind`` named by entryUUID or uniqueId."""
+    table = t.KIND_TABLES[kind]
+    if req.params.get(uuid_param):
+        wanted = _uuid_values(req, uuid_param)
         loc = t.object_locator
-        keys = select(loc.c.patient_key).where(loc.c.entry_uuid.in_(wanted)).distinct()
-        where = and_(de.c.patient_key.in_(keys), de.c.entry_uuid.in_(wanted))
-    else:
-        wanted_uids = alternatives(req, _DE + "UniqueId")
-        loc = t.unique_id_locator
-        keys = (
-            select(loc.c.patient_key)
-            .where(loc.c.kind == "DocumentEntry", loc.c.unique_id.in_(wanted_uids))
-            .distinct()
-        )
-        where = and_(de.c.patient_key.in_(keys), de.c.unique_id.in_(wanted_uids))
+        rows = conn.execute(
+            select(loc.c.patient_key, loc.c.entry_uuid).where(
+                loc.c.entry_uuid.in_(wanted), loc.c.kind == kind
+            )
+        ).all()
+        return [(r.patient_key, r.entry_uuid) for r in rows]
+    uids = alternatives(req, uid_param)
+    loc = t.unique_id_locator
+    keys = select(loc.c.patient_key).where(loc.c.kind == kind, loc.c.unique_id.in_(uids))
     rows = conn.execute(
-        select(de.c.entry_uuid, de.c.status, de.c.ebrim).where(where).limit(limit + 1)
+        select(table.c.patient_key, table.c.entry_uuid).where(
+            table.c.patient_key.in_(keys), table.c.unique_id.in_(uids)
+        )
+    ).all()
+    return [(r.patient_key, r.entry_uuid) for r in rows]
+
+
+def _objects(
+    conn: Connection,
+    kind: str,
+    keys: Sequence[tuple[int, uuid.UUID]],
+    *filters: ColumnElement,
+) -> list[Found]:
+    if not keys:
+        return []
+    table = t.KIND_TABLES[kind]
+    patients = {k for k, _ in keys}
+    rows = conn.execute(
+        select(table.c.entry_uuid, table.c.status, table.c.ebrim)
+        .where(
+            table.c.patient_key.in_(patients),
+            table.c.entry_uuid.in_([u for _, u in keys]),
+            *filters,
+        )
+        .order_by(table.c.entry_uuid)
+    ).all()
+    return _found(rows, kind)
+
+
+def _associations(
+    conn: Connection,
+    patients: set[int],
+    *,
+    touching: Sequence[uuid.UUID] = (),
+    sources: Sequence[uuid.UUID] = (),
+    types: Sequence[str] = (),
+) -> list[Found]:
+    """Associations whose source or target is in ``touching``, or whose source is in
+    ``sources``; optionally of the given types."""
+    a = t.association
+    ends = []
+    if touching:
+        ends += [a.c.source_uuid.in_(touching), a.c.target_uuid.in_(touching)]
+    if sources:
+        ends.append(a.c.source_uuid.in_(sources))
+    if not ends or not patients:
+        return []
+    filters = [a.c.patient_key.in_(patients), or_(*ends)]
+    if types:
+        filters.append(a.c.association_type.in_(types))
+    rows = conn.execute(
+        select(a.c.entry_uuid, a.c.status, a.c.ebrim, a.c.source_uuid, a.c.target_uuid)
+        .where(*filters)
+        .order_by(a.c.entry_uuid)
+    ).all()
+    return _found(rows, "Association")
+
+
+def _member_filters(req: QueryRequest) -> list[ColumnElement]:
+    """The DocumentEntry filters the *AndContents queries accept."""
+    de = t.document_entry
+    clauses: list[ColumnElement] = []
+    formats = alternatives(req, _DE + "FormatCode")
+    if formats:
+        clauses.append(de.c.format_code.in_(formats))
+    clauses += _array_groups(
+        de.c.confidentiality_codes, and_groups(req, _DE + "ConfidentialityCode")
+    )
+    clauses.append(de.c.object_type.in_(alternatives(req, _DE + "Type") or [v.STABLE_DOCUMENT]))
+    return clauses
+
+
+MEMBER_FILTER_PARAMS = (
+    Param(_DE + "FormatCode"),
+    Param(_DE + "ConfidentialityCode", and_groups=True),
+    Param(_DE + "Type"),
+)
+
+
+def _limited(found: list[Found], limit: int) -> list[Found]:
+    _too_many(len(found), limit)
+    return found
+
+
+# --- GetDocuments, GetFolders, GetSubmissionSets ------------------------------------------------
+
+
+def get_documents(conn: Connection, req: QueryRequest, limit: int) -> list[Found]:
+    keys = _identified(conn, req, "DocumentEntry", _DE + "EntryUUID", _DE + "UniqueId")
+    return _limited(_objects(conn, "DocumentEntry", keys), limit)
+
+
+def get_folders(conn: Connection, req: QueryRequest, limit: int) -> list[Found]:
+    keys = _identified(conn, req, "Folder", "$XDSFolderEntryUUID", "$XDSFolderUniqueId")
+    return _limited(_objects(conn, "Folder", keys), limit)
+
+
+def get_associations(conn: Connection, req: QueryRequest, limit: int) -> list[Found]:
+    wanted = _uuid_values(req, "$uuid")
+    patients = _patients_of(conn, wanted)
+    return _limited(_associations(conn, patients, touching=wanted), limit)
+
+
+def get_documents_and_associations(conn: Connection, req: QueryRequest, limit: int) -> list[Found]:
+    keys = _identified(conn, req, "DocumentEntry", _DE + "EntryUUID", _DE + "UniqueId")
+    docs = _objects(conn, "DocumentEntry", keys)
+    assocs = _associations(conn, {k for k, _ in keys}, touching=[d.entry_uuid for d in docs])
+    return _limited(docs + assocs, limit)
+
+
+def get_submission_sets(conn: Connection, req: QueryRequest, limit: int) -> list[Found]:
+    """The SubmissionSets that hold the given objects, and the HasMember links to them."""
+    wanted = _uuid_values(req, "$uuid")
+    patients = _patients_of(conn, wanted)
+    a = t.association
+    links = conn.execute(
+        select(
+            a.c.patient_key,
+            a.c.source_uuid,
+            a.c.target_uuid,
+            a.c.entry_uuid,
+            a.c.status,
+            a.c.ebrim,
+        )
+        .join(
+            t.object_locator,
+            (t.object_locator.c.entry_uuid == a.c.source_uuid)
+            & (t.object_locator.c.kind == "SubmissionSet"),
+        )
+        .where(
+            a.c.patient_key.in_(patients),
+            a.c.target_uuid.in_(wanted),
+            a.c.association_type == v.HAS_MEMBER,
+        )
+    ).all()
+    sets = _objects(conn, "SubmissionSet", sorted({(r.patient_key, r.source_uuid) for r in links}))
+    return _limited(sets + _found(links, "Association"), limit)
+
+
+def _patients_of(conn: Connection, uuids: Sequence[uuid.UUID]) -> set[int]:
+    loc = t.object_locator
+    return set(
+        conn.execute(select(loc.c.patient_key).where(loc.c.entry_uuid.in_(uuids)).distinct())
+        .scalars()
+        .all()
+    )
+
+
+# --- *AndContents --------------------------------------------------------------------------------
+
+
+def _contents(
+    conn: Connection, req: QueryRequest, kind: str, keys: list[tuple[int, uuid.UUID]], limit: int
+) -> list[Found]:
+    """A package, the DocumentEntries (filtered) and folders it holds, and the HasMember
+    associations between them."""
+    package = _objects(conn, kind, keys)
+    if not package:
+        return []
+    patients = {k for k, _ in keys}
+    package_ids = [p.entry_uuid for p in package]
+    links = _associations(conn, patients, sources=package_ids, types=[v.HAS_MEMBER])
+    member_ids = [link.target for link in links]
+    members = _objects(
+        conn, "DocumentEntry", [(k, m) for k in patients for m in member_ids], *_member_filters(req)
+    )
+    folders: list[Found] = []
+    if kind == "SubmissionSet":
+        folders = _objects(conn, "Folder", [(k, m) for k in patients for m in member_ids])
+    kept = {p.entry_uuid for p in (*package, *members, *folders)}
+    # Keep links to kept objects, and SS -> (Folder -> Document) links whose target link is kept.
+    direct = [link for link in links if link.target in kept]
+    inner = {link.entry_uuid for link in direct}
+    if kind == "SubmissionSet":
+        folder_links = _associations(
+            conn, patients, sources=[f.entry_uuid for f in folders], types=[v.HAS_MEMBER]
+        )
+        folder_links = [link for link in folder_links if link.target in kept]
+        inner |= {link.entry_uuid for link in folder_links}
+        direct += folder_links
+        direct += [link for link in links if link.target in inner and link not in direct]
+    return _limited(package + members + folders + _dedupe(direct), limit)
+
+
+def _dedupe(found: list[Found]) -> list[Found]:
+    seen: set[uuid.UUID] = set()
+    result = []
+    for f in found:
+        if f.entry_uuid not in seen:
+            seen.add(f.entry_uuid)
+            result.append(f)
+    return result
+
+
+def get_submission_set_and_contents(conn: Connection, req: QueryRequest, limit: int) -> list[Found]:
+    keys = _identified(
+        conn, req, "SubmissionSet", "$XDSSubmissionSetEntryUUID", "$XDSSubmissionSetUniqueId"
+    )
+    return _contents(conn, req, "SubmissionSet", keys, limit)
+
+
+def get_folder_and_contents(conn: Connection, req: QueryRequest, limit: int) -> list[Found]:
+    keys = _identified(conn, req, "Folder", "$XDSFolderEntryUUID", "$XDSFolderUniqueId")
+    return _contents(conn, req, "Folder", keys, limit)
+
+
+def get_folders_for_document(conn: Connection, req: QueryRequest, limit: int) -> list[Found]:
+    keys = _identified(conn, req, "DocumentEntry", _DE + "EntryUUID", _DE + "UniqueId")
+    patients = {k for k, _ in keys}
+    links = _associations(conn, patients, touching=[u for _, u in keys], types=[v.HAS_MEMBER])
+    folder_ids = [link.source for link in links if link.target in {u for _, u in keys}]
+    return _limited(_objects(conn, "Folder", [(k, f) for k in patients for f in folder_ids]), limit)
+
+
+def get_related_documents(conn: Connection, req: QueryRequest, limit: int) -> list[Found]:
+    """The document, the documents related to it by the given association types, and those
+    associations (ITI-18 GetRelatedDocuments)."""
+    keys = _identified(conn, req, "DocumentEntry", _DE + "EntryUUID", _DE + "UniqueId")
+    if not keys:
+        return []
+    patients = {k for k, _ in keys}
+    origin = [u for _, u in keys]
+    links = _associations(
+        conn, patients, touching=origin, types=alternatives(req, "$AssociationTypes")
+    )
+    if not links:
+        return []
+    others = {link.source for link in links} | {link.target for link in links}
+    docs = _objects(
+        conn,
+        "DocumentEntry",
+        [(k, d) for k in patients for d in others],
+        t.document_entry.c.object_type.in_(alternatives(req, _DE + "Type") or [v.STABLE_DOCUMENT]),
+    )
+    return _limited(docs + links, limit)
+
+
+# --- Find* and GetAll ---------------------------------------------------------------------------
+
+FIND_BY_REFERENCE_PARAMS = (
+    *FIND_DOCUMENTS_PARAMS,
+    Param(_DE + "ReferenceIdList", required=True),
+)
+
+
+def find_documents_by_reference_id(conn: Connection, req: QueryRequest, limit: int) -> list[Found]:
+    key = _patient_key(conn, req, _DE + "PatientId")
+    if key is None:
+        return []
+    de = t.document_entry
+    refs = alternatives(req, _DE + "ReferenceIdList")
+    rows = conn.execute(
+        select(de.c.entry_uuid, de.c.status, de.c.ebrim)
+        .where(
+            de.c.patient_key == key,
+            de.c.reference_ids.op("&&")(literal(refs, type_=de.c.reference_ids.type)),
+            *_document_filters(req),
+        )
+        .order_by(de.c.creation_time.desc(), de.c.entry_uuid)
+        .limit(limit + 1)
     ).all()
     _too_many(len(rows), limit)
     return _found(rows, "DocumentEntry")
 
 
+_SS = "$XDSSubmissionSet"
+FIND_SUBMISSION_SETS_PARAMS = (
+    Param(_SS + "PatientId", required=True, multiple=False),
+    Param(_SS + "SourceId"),
+    Param(_SS + "SubmissionTimeFrom", multiple=False),
+    Param(_SS + "SubmissionTimeTo", multiple=False),
+    Param(_SS + "AuthorPerson", multiple=False),
+    Param(_SS + "ContentType"),
+    Param(_SS + "Status", required=True),
+    Param("$MetadataLevel", multiple=False),
+)
+
+
+def find_submission_sets(conn: Connection, req: QueryRequest, limit: int) -> list[Found]:
+    key = _patient_key(conn, req, _SS + "PatientId")
+    if key is None:
+        return []
+    ss = t.submission_set
+    clauses = [ss.c.patient_key == key, _status_filter(ss.c.status, req, _SS + "Status")]
+    sources = alternatives(req, _SS + "SourceId")
+    if sources:
+        clauses.append(ss.c.source_id.in_(sources))
+    content = alternatives(req, _SS + "ContentType")
+    if content:
+        clauses.append(ss.c.content_type_code.in_(content))
+    clauses += _time_range(ss.c.submission_time, req, _SS + "SubmissionTime")
+    author = alternatives(req, _SS + "AuthorPerson")
+    if author:
+        clauses.append(_author_filter(ss.c.author_persons, author))
+    rows = conn.execute(
+        select(ss.c.entry_uuid, ss.c.status, ss.c.ebrim)
+        .where(*clauses)
+        .order_by(ss.c.submission_time.desc(), ss.c.entry_uuid)
+        .limit(limit + 1)
+    ).all()
+    _too_many(len(rows), limit)
+    return _found(rows, "SubmissionSet")
+
+
+_FOL = "$XDSFolder"
+FIND_FOLDERS_PARAMS = (
+    Param(_FOL + "PatientId", required=True, multiple=False),
+    Param(_FOL + "LastUpdateTimeFrom", multiple=False),
+    Param(_FOL + "LastUpdateTimeTo", multiple=False),
+    Param(_FOL + "CodeList", and_groups=True),
+    Param(_FOL + "Status", required=True),
+    Param("$MetadataLevel", multiple=False),
+)
+
+
+def find_folders(conn: Connection, req: QueryRequest, limit: int) -> list[Found]:
+    key = _patient_key(conn, req, _FOL + "PatientId")
+    if key is None:
+        return []
+    f = t.folder
+    rows = conn.execute(
+        select(f.c.entry_uuid, f.c.status, f.c.ebrim)
+        .where(
+            f.c.patient_key == key,
+            _status_filter(f.c.status, req, _FOL + "Status"),
+            *_time_range(f.c.last_update_time, req, _FOL + "LastUpdateTime"),
+            *_array_groups(f.c.codes, and_groups(req, _FOL + "CodeList")),
+        )
+        .order_by(f.c.last_update_time.desc(), f.c.entry_uuid)
+        .limit(limit + 1)
+    ).all()
+    _too_many(len(rows), limit)
+    return _found(rows, "Folder")
+
+
+GET_ALL_PARAMS = (
+    Param("$patientId", required=True, multiple=False),
+    Param(_DE + "Status", required=True),
+    Param(_SS + "Status", required=True),
+    Param(_FOL + "Status", required=True),
+    *MEMBER_FILTER_PARAMS,
+    Param("$MetadataLevel", multiple=False),
+)
+
+
+def get_all(conn: Connection, req: QueryRequest, limit: int) -> list[Found]:
+    """Everything of one patient (filtered), and the associations among what is returned."""
+    key = _patient_key(conn, req, "$patientId")
+    if key is None:
+        return []
+    de, ss, f = t.document_entry, t.submission_set, t.folder
+    found: list[Found] = []
+    for kind, table, filters in (
+        ("SubmissionSet", ss, [_status_filter(ss.c.status, req, _SS + "Status")]),
+        (
+            "DocumentEntry",
+            de,
+            [_status_filter(de.c.status, req, _DE + "Status"), *_member_filters(req)],
+        ),
+        ("Folder", f, [_status_filter(f.c.status, req, _FOL + "Status")]),
+    ):
+        rows = conn.execute(
+            select(table.c.entry_uuid, table.c.status, table.c.ebrim)
+            .where(table.c.patient_key == key, *filters)
+            .order_by(table.c.entry_uuid)
+            .limit(limit + 1)
+        ).all()
+        found += _found(rows, kind)
+        _too_many(len(found), limit)
+    ids = {x.entry_uuid for x in found}
+    links = [
+        link
+        for link in _associations(conn, {key}, touching=list(ids))
+        if link.source in ids and (link.target in ids)
+    ]
+    return _limited(found + links, limit)
+
+
+_ONE_DE = ((_DE + "EntryUUID", _DE + "UniqueId"),)
 QUERIES: dict[str, StoredQuery] = {
     q.query_id: q
     for q in (
         StoredQuery("FindDocuments", v.FIND_DOCUMENTS, FIND_DOCUMENTS_PARAMS, find_documents),
         StoredQuery(
+            "FindDocumentsByReferenceId",
+            v.FIND_DOCUMENTS_BY_REFERENCE_ID,
+            FIND_BY_REFERENCE_PARAMS,
+            find_documents_by_reference_id,
+        ),
+        StoredQuery(
+            "FindSubmissionSets",
+            v.FIND_SUBMISSION_SETS,
+            FIND_SUBMISSION_SETS_PARAMS,
+            find_submission_sets,
+        ),
+        StoredQuery("FindFolders", v.FIND_FOLDERS, FIND_FOLDERS_PARAMS, find_folders),
+        StoredQuery("GetAll", v.GET_ALL, GET_ALL_PARAMS, get_all),
+        StoredQuery(
             "GetDocuments",
             v.GET_DOCUMENTS,
-            GET_DOCUMENTS_PARAMS,
+            (Param(_DE + "EntryUUID"), Param(_DE + "UniqueId"), *GET_PARAMS_COMMON),
             get_documents,
-            one_of=((_DE + "EntryUUID", _DE + "UniqueId"),),
+            one_of=_ONE_DE,
+        ),
+        StoredQuery(
+            "GetFolders",
+            v.GET_FOLDERS,
+            (Param(_FOL + "EntryUUID"), Param(_FOL + "UniqueId"), *GET_PARAMS_COMMON),
+            get_folders,
+            one_of=((_FOL + "EntryUUID", _FOL + "UniqueId"),),
+        ),
+        StoredQuery(
+            "GetAssociations",
+            v.GET_ASSOCIATIONS,
+            (Param("$uuid", required=True), *GET_PARAMS_COMMON),
+            get_associations,
+        ),
+        StoredQuery(
+            "GetDocumentsAndAssociations",
+            v.GET_DOCUMENTS_AND_ASSOCIATIONS,
+            (Param(_DE + "EntryUUID"), Param(_DE + "UniqueId"), *GET_PARAMS_COMMON),
+            get_documents_and_associations,
+            one_of=_ONE_DE,
+        ),
+        StoredQuery(
+            "GetSubmissionSets",
+            v.GET_SUBMISSION_SETS,
+            (Param("$uuid", required=True), *GET_PARAMS_COMMON),
+            get_submission_sets,
+        ),
+        StoredQuery(
+            "GetSubmissionSetAndContents",
+            v.GET_SUBMISSION_SET_AND_CONTENTS,
+            (
+                Param(_SS + "EntryUUID", multiple=False),
+                Param(_SS + "UniqueId", multiple=False),
+                *MEMBER_FILTER_PARAMS,
+                *GET_PARAMS_COMMON,
+            ),
+            get_submission_set_and_contents,
+            one_of=((_SS + "EntryUUID", _SS + "UniqueId"),),
+        ),
+        StoredQuery(
+            "GetFolderAndContents",
+            v.GET_FOLDER_AND_CONTENTS,
+            (
+                Param(_FOL + "EntryUUID", multiple=False),
+                Param(_FOL + "UniqueId", multiple=False),
+                *MEMBER_FILTER_PARAMS,
+                *GET_PARAMS_COMMON,
+            ),
+            get_folder_and_contents,
+            one_of=((_FOL + "EntryUUID", _FOL + "UniqueId"),),
+        ),
+        StoredQuery(
+            "GetFoldersForDocument",
+            v.GET_FOLDERS_FOR_DOCUMENT,
+            (
+                Param(_DE + "EntryUUID", multiple=False),
+                Param(_DE + "UniqueId", multiple=False),
+                *GET_PARAMS_COMMON,
+            ),
+            get_folders_for_document,
+            one_of=_ONE_DE,
+        ),
+        StoredQuery(
+            "GetRelatedDocuments",
+            v.GET_RELATED_DOCUMENTS,
+            (
+                Param(_DE + "EntryUUID", multiple=False),
+                Param(_DE + "UniqueId", multiple=False),
+                Param("$AssociationTypes", required=True),
+                Param(_DE + "Type"),
+                *GET_PARAMS_COMMON,
+            ),
+            get_related_documents,
+            one_of=_ONE_DE,
         ),
     )
 }
