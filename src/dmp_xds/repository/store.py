@@ -36,7 +36,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO, Protocol, runtime_checkable
+from typing import IO, Protocol, runtime_checkable
 from urllib.parse import unquote, urlsplit
 
 log = logging.getLogger(__name__)
@@ -130,7 +130,7 @@ class VerifiedReader:
     anonymous local spool file holding the downloaded, verified object.
     """
 
-    def __init__(self, key: str, fileobj: BinaryIO, size: int) -> None:
+    def __init__(self, key: str, fileobj: IO[bytes], size: int) -> None:
         self.key = key
         self.size = size
         self._file = fileobj
@@ -169,7 +169,7 @@ class VerifiedReader:
         self.close()
 
 
-def verify_open_file(key: str, fileobj: BinaryIO) -> VerifiedReader:
+def verify_open_file(key: str, fileobj: IO[bytes]) -> VerifiedReader:
     """Hash an open blob from its start and wrap it in a reader, or raise CorruptDocument.
 
     ``hashlib.file_digest`` reads into one reusable buffer, so memory stays flat whatever the
@@ -231,6 +231,10 @@ class DocumentStore(Protocol):
 
     def check(self, sha256: str) -> BlobStatus:
         """Hash a blob and say whether it is intact, missing or corrupt."""
+        ...
+
+    def clean_spool(self, older_than_s: float) -> int:
+        """Remove spool files older than ``older_than_s`` (left by crashed requests)."""
         ...
 
 
@@ -446,23 +450,27 @@ class FileStore:
         return True
 
     def clean_spool(self, older_than_s: float) -> int:
-        """Remove spool files untouched for ``older_than_s`` seconds; return how many.
+        return clean_spool_dir(self.spool_dir, older_than_s)
 
-        A crash or a killed worker leaves its spooled attachments behind. The age must exceed the
-        longest request (a slow 256 MB upload) so that no live request loses its file.
-        """
-        limit = time.time() - older_than_s
-        removed = 0
-        with os.scandir(self.spool_dir) as entries:
-            for entry in entries:
-                try:
-                    st = entry.stat(follow_symlinks=False)
-                    if stat.S_ISREG(st.st_mode) and st.st_mtime < limit:
-                        os.unlink(entry.path)
-                        removed += 1
-                except FileNotFoundError:
-                    continue
-        return removed
+
+def clean_spool_dir(spool_dir: Path, older_than_s: float) -> int:
+    """Remove files of ``spool_dir`` untouched for ``older_than_s`` seconds; return how many.
+
+    A crash or a killed worker leaves its spooled attachments behind. The age must exceed the
+    longest request (a slow 256 MB upload) so that no live request loses its file.
+    """
+    limit = time.time() - older_than_s
+    removed = 0
+    with os.scandir(spool_dir) as entries:
+        for entry in entries:
+            try:
+                st = entry.stat(follow_symlinks=False)
+                if stat.S_ISREG(st.st_mode) and st.st_mtime < limit:
+                    os.unlink(entry.path)
+                    removed += 1
+            except FileNotFoundError:
+                continue
+    return removed
 
 
 def _sorted_dirs(parent: Path, width: int) -> list[Path]:

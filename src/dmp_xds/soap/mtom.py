@@ -350,6 +350,8 @@ def _feed(
                 continue
             preamble = None
         parser.write(chunk)
+    if preamble is not None:
+        raise SoapFault(FaultCode.SENDER, "multipart body does not contain its boundary")
     parser.finalize()
 
 
@@ -391,6 +393,18 @@ def _header_safe(value: str, what: str) -> str:
     return value
 
 
+def _part_head(boundary: str, content_type: str, content_id: str, *, first: bool = False) -> bytes:
+    """Delimiter and headers of one part. The CRLF before a delimiter belongs to the delimiter
+    (RFC 2046), so every part but the first starts with one and part bodies are sent verbatim."""
+    head = (
+        f"--{boundary}\r\n"
+        f"Content-Type: {_header_safe(content_type, 'content type')}\r\n"
+        "Content-Transfer-Encoding: binary\r\n"
+        f"Content-ID: <{_header_safe(content_id, 'content id')}>\r\n\r\n"
+    )
+    return head.encode("latin-1") if first else b"\r\n" + head.encode("latin-1")
+
+
 def mtom_body(
     root_xml: bytes,
     root_content_type: str,
@@ -414,37 +428,33 @@ def mtom_body(
     )
     if action:
         content_type += f'; action="{_header_safe(action, "action")}"'
-    b = boundary.encode("ascii")
-    root_head = (
-        b"--" + b + b"\r\n"
-        b"Content-Type: "
-        + f'{XOP_MEDIA_TYPE}; charset=UTF-8; type="{soap_type}"'.encode()
-        + b"\r\nContent-Transfer-Encoding: binary\r\n"
-        b"Content-ID: <" + root_id.encode() + b">\r\n\r\n"
+    root_head = _part_head(
+        boundary, f'{XOP_MEDIA_TYPE}; charset=UTF-8; type="{soap_type}"', root_id, first=True
     )
-    heads = [
-        b"\r\n--" + b + b"\r\n"
-        b"Content-Type: "
-        + _header_safe(p.content_type, "content type").encode("latin-1")
-        + b"\r\nContent-Transfer-Encoding: binary\r\n"
-        b"Content-ID: <" + _header_safe(p.content_id, "content id").encode("latin-1") + b">\r\n\r\n"
-        for p in parts
-    ]
-    tail = b"\r\n--" + b + b"--\r\n"
+    heads = [_part_head(boundary, p.content_type, p.content_id) for p in parts]
+    tail = f"\r\n--{boundary}--\r\n".encode("ascii")
     length = len(root_head) + len(root_xml) + sum(map(len, heads)) + len(tail)
     length += sum(p.size for p in parts)
 
     def generate() -> Iterator[bytes]:
-        yield root_head + root_xml
+        yield root_head
+        yield root_xml
         for head, part in zip(heads, parts, strict=True):
             yield head
             sent = 0
-            for chunk in part.chunks():
-                sent += len(chunk)
-                if sent > part.size:
-                    raise RuntimeError(f"part <{part.content_id}> is longer than announced")
-                if chunk:
-                    yield chunk
+            chunks = part.chunks()
+            try:
+                for chunk in chunks:
+                    sent += len(chunk)
+                    if sent > part.size:
+                        raise RuntimeError(f"part <{part.content_id}> is longer than announced")
+                    if chunk:
+                        yield chunk
+            finally:
+                # Release the file now, also when the client disconnects mid-stream.
+                close = getattr(chunks, "close", None)
+                if close is not None:
+                    close()
             if sent != part.size:
                 raise RuntimeError(f"part <{part.content_id}> is shorter than announced")
         yield tail
