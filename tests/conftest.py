@@ -5,10 +5,12 @@ loopback port. Nothing of our own is mocked."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -38,11 +40,15 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         migrate(external)
         yield external
         return
-    pg = EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "data")
+    # Not under pytest's private (0700) temp root: when run as root, pgserver runs PostgreSQL as
+    # its own system user, which must be able to reach the data directory.
+    root = Path(tempfile.mkdtemp(prefix="dmp-xds-test-pg-"))
+    pg = EmbeddedPostgres(root / "data")
     url = pg.start()
     migrate(url)
     yield url
     pg.stop()
+    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

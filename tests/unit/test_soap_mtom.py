@@ -17,7 +17,9 @@ from dmp_xds.soap.envelope import Limits
 from dmp_xds.soap.mtom import OutPart, cid_from_href, mtom_body, read_multipart, xop_include
 
 LIMITS = Limits(max_body_bytes=64 * 1024**2, max_xml_bytes=1024**2, max_attachments=10)
-ROOT = b'<env:Envelope xmlns:env="http://www.w3.org/2003/05/soap-envelope"><env:Body/></env:Envelope>'
+ROOT = (
+    b'<env:Envelope xmlns:env="http://www.w3.org/2003/05/soap-envelope"><env:Body/></env:Envelope>'
+)
 ROOT_TYPE = 'application/xop+xml; charset=UTF-8; type="application/soap+xml"'
 # Starts and ends with CRLF, holds a look-alike delimiter and lone CR/LF: all must survive.
 TRICKY = b"\r\n--MIMEBoundary_fake\r\n\r\n--bound\rX\n--boundar\r\n\x00\xff binary \r\n"
@@ -86,7 +88,7 @@ def test_root_found_by_start_parameter_anywhere(tmp_path: Path) -> None:
     assert parts["doc1@x"].read_bytes() == b"one"
     assert parts["doc2@x"].read_bytes() == TRICKY
     assert parts["doc2@x"].size == len(TRICKY)
-    assert parts["doc2@x"].sha1 == hashlib.sha1(TRICKY).hexdigest()
+    assert parts["doc2@x"].sha1 == hashlib.sha1(TRICKY, usedforsecurity=False).hexdigest()
     assert parts["doc2@x"].sha256 == hashlib.sha256(TRICKY).hexdigest()
     assert parts["doc2@x"].content_type == "application/octet-stream"
     assert parts["doc2@x"].path.parent == tmp_path
@@ -150,7 +152,7 @@ def test_twenty_megabytes_with_flat_memory(tmp_path: Path) -> None:
             chunk, self.pending = self.pending[:n], self.pending[n:]
             return chunk
 
-    expected_sha1 = hashlib.sha1()
+    expected_sha1 = hashlib.sha1(usedforsecurity=False)
     for _ in range(size // len(block)):
         expected_sha1.update(block)
     tracemalloc.start()

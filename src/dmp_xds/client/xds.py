@@ -48,10 +48,10 @@ class SoapFaultError(Exception):
 
     def __init__(self, reply: SoapReply) -> None:
         assert reply.fault is not None
-        super().__init__(f"SOAP fault {reply.fault.code} {reply.fault.subcode or ''}: "
-                         f"{reply.fault.reason}")  # fmt: skip
+        fault = reply.fault
+        super().__init__(f"SOAP fault {fault.code} {fault.subcode or ''}: {fault.reason}")
         self.reply = reply
-        self.fault: Fault = reply.fault
+        self.fault: Fault = fault
 
 
 @dataclass
