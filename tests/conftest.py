@@ -12,7 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +20,7 @@ import pytest
 import requests
 from sqlalchemy import Engine, text
 
+from dmp_xds.client.xds import XdsClient
 from dmp_xds.registry.database import EmbeddedPostgres, make_engine, migrate
 from dmp_xds.registry.register import create_patient
 from tests.fixtures.metadata import new_patient_id
@@ -131,6 +132,26 @@ def patient_id(engine: Engine) -> str:
     with engine.begin() as conn:
         create_patient(conn, pid)
     return pid
+
+
+ClientFactory = Callable[..., XdsClient]
+
+
+@pytest.fixture
+def client_for(server: Server) -> ClientFactory:
+    """Build an XDS client acting for a patient (the patient a VIHF names, once security is
+    in place); keyword arguments go to :class:`XdsClient`."""
+
+    def make(patient_id: str | None = None, **kwargs: object) -> XdsClient:
+        return XdsClient(server.url, **kwargs)  # type: ignore[arg-type]
+
+    return make
+
+
+@pytest.fixture
+def client(client_for: ClientFactory, patient_id: str) -> XdsClient:
+    """A client acting for the test's fresh patient."""
+    return client_for(patient_id)
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,6 @@ import os
 import subprocess
 import sys
 
-from dmp_xds.client.xds import XdsClient
 from tests.fixtures.metadata import Doc, new_patient_id, submit_objects_request
 
 
@@ -21,9 +20,9 @@ def dmp_xds(*args: str, database_url: str) -> subprocess.CompletedProcess:
     )
 
 
-def test_patient_create_beside_a_serving_instance(server, database_url) -> None:
+def test_patient_create_beside_a_serving_instance(client_for, database_url) -> None:
     pid = new_patient_id()
-    client = XdsClient(server.url)
+    client = client_for(pid)
     doc = Doc(b"before the patient exists")
     before = client.provide_and_register(
         submit_objects_request(pid, [doc]), {"Document01": doc.content}

@@ -13,11 +13,6 @@ from tests.fixtures.metadata import Doc, new_patient_id, submit_objects_request
 APPROVED = ["urn:oasis:names:tc:ebxml-regrep:StatusType:Approved"]
 
 
-@pytest.fixture
-def client(server) -> XdsClient:
-    return XdsClient(server.url)
-
-
 def codes(result) -> list[str]:
     return [e.code for e in result.errors]
 
@@ -30,8 +25,9 @@ def submit(client: XdsClient, patient_id: str, docs: list[Doc], attachments=None
 
 
 @pytest.mark.usefixtures("unchanged")
-def test_unknown_patient(client: XdsClient) -> None:
-    result = submit(client, new_patient_id(), [Doc(b"x")])
+def test_unknown_patient(client_for) -> None:
+    unknown = new_patient_id()
+    result = submit(client_for(unknown), unknown, [Doc(b"x")])
     assert result.status == "Failure"
     assert "XDSUnknownPatientId" in codes(result)
 
@@ -125,7 +121,7 @@ def test_register_requires_hash_and_size(client: XdsClient, patient_id: str) -> 
     }
 
 
-def test_unknown_stored_query(client: XdsClient, patient_id: str) -> None:
+def test_unknown_stored_query(client: XdsClient) -> None:
     result = client.stored_query("urn:uuid:00000000-0000-0000-0000-000000000000", {})
     assert result.status == "Failure"
     assert codes(result) == ["XDSUnknownStoredQuery"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 
-import pytest
 from lxml import etree
 
 from dmp_xds.client.xds import XdsClient
@@ -14,11 +13,6 @@ from tests.conftest import REPOSITORY_UNIQUE_ID
 from tests.fixtures.metadata import Doc, submit_objects_request
 
 APPROVED = ["urn:oasis:names:tc:ebxml-regrep:StatusType:Approved"]
-
-
-@pytest.fixture
-def client(server) -> XdsClient:
-    return XdsClient(server.url)
 
 
 def slot(element: etree._Element, name: str) -> list[str]:
@@ -111,8 +105,8 @@ def test_inline_base64_documents(client: XdsClient, patient_id: str) -> None:
     assert retrieved.documents[0].content == content
 
 
-def test_soap11_is_answered_in_soap11(server, patient_id: str) -> None:
-    client = XdsClient(server.url, soap_version=SoapVersion.SOAP11)
+def test_soap11_is_answered_in_soap11(client_for, patient_id: str) -> None:
+    client = client_for(patient_id, soap_version=SoapVersion.SOAP11)
     doc = Doc(b"soap 1.1 document")
     result = client.provide_and_register(
         submit_objects_request(patient_id, [doc]), {"Document01": doc.content}

@@ -13,11 +13,9 @@ from tests.fixtures.metadata import Doc, submit_objects_request
 RIM = "urn:oasis:names:tc:ebxml-regrep:xsd:rim:3.0"
 
 
-def test_zeep_loads_wsdls_and_runs_a_stored_query(server, patient_id) -> None:
-    from dmp_xds.client.xds import XdsClient
-
+def test_zeep_loads_wsdls_and_runs_a_stored_query(server, client, patient_id) -> None:
     doc = Doc(b"seen through zeep")
-    result = XdsClient(server.url).provide_and_register(
+    result = client.provide_and_register(
         submit_objects_request(patient_id, [doc]), {"Document01": doc.content}
     )
     assert result.status == "Success"

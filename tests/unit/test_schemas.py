@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -133,6 +134,25 @@ def test_values_with_quotes_are_masked_whole() -> None:
     assert (
         "attribute 'isOpaque': '…' is not a valid value of the atomic type 'xs:boolean'" in message
     )
+
+
+@pytest.mark.parametrize("unit", ["a: '", "x' is not 'y", "DUPONT "])
+def test_huge_hostile_values_are_masked_quickly(unit: str) -> None:
+    """libxml2 cuts messages at about 64 KB, possibly inside the quoted value: nothing of the
+    value may survive, and masking must stay linear in the message length."""
+    value = (unit * 200_000).replace("'", "&apos;")
+    element = xml(
+        f'<lcm:SubmitObjectsRequest xmlns:lcm="{LCM}" xmlns:rim="{RIM}"><rim:RegistryObjectList>'
+        f'<rim:ExtrinsicObject id="a" isOpaque="{value}"/>'
+        "</rim:RegistryObjectList></lcm:SubmitObjectsRequest>"
+    )
+    started = time.perf_counter()
+    (message,) = payload_errors(element)
+    assert time.perf_counter() - started < 0.5
+    assert message.endswith("attribute 'isOpaque': '…'") or message.endswith(
+        "'…' is not a valid value of the atomic type 'xs:boolean'."
+    )
+    assert len(message) < 400
 
 
 def test_enumeration_messages_keep_the_allowed_values() -> None:
