@@ -186,3 +186,17 @@ def test_leaf_class_objects_are_well_formed_ebrim(client: XdsClient, patient_id:
     [entry] = found.objects
     assert etree.QName(entry).namespace == "urn:oasis:names:tc:ebxml-regrep:xsd:rim:3.0"
     assert entry.get("lid") == entry.get("id")
+
+
+@pytest.mark.usefixtures("unchanged")
+def test_schema_invalid_metadata_is_refused(client: XdsClient, patient_id: str) -> None:
+    request = submit_objects_request(patient_id, [Doc(b"x")])
+    rim = "urn:oasis:names:tc:ebxml-regrep:xsd:rim:3.0"
+    entry = request.find(f".//{{{rim}}}ExtrinsicObject")
+    assert entry is not None
+    entry.insert(0, etree.Element(f"{{{rim}}}Slott", name="misspelt"))
+    result = client.provide_and_register(request, {"Document01": b"x"})
+    assert result.status == "Failure"
+    assert set(codes(result)) == {"XDSRepositoryMetadataError"}
+    assert all(e.context.startswith("schema:") for e in result.errors)
+    assert "Slott" in result.errors[0].context

@@ -265,6 +265,17 @@ def test_malformed_xop_is_reported(change: str, expected: str) -> None:
     assert etree.tostring(root) == before
 
 
+def test_xop_message_path_starts_at_the_payload() -> None:
+    """Our own XOP messages use the same line and path conventions as libxml2's."""
+    payload = (FIXTURES / "xop" / "pnr_one_document.xml").read_text().split("-->", 1)[1]
+    payload = payload.replace('href="cid:', 'hreff="cid:')
+    envelope = xml(f'<e:Envelope xmlns:e="{SOAP12}"><e:Body>{payload}</e:Body></e:Envelope>')
+    document = envelope.find(f".//{{{XDSB}}}Document")
+    (message,) = payload_errors(envelope.find(f"{{{SOAP12}}}Body")[0])
+    path = "/xdsb:ProvideAndRegisterDocumentSetRequest/xdsb:Document"
+    assert message.startswith(f"line {document.sourceline}, {path}: ")
+
+
 def test_xop_include_outside_a_document_is_refused() -> None:
     root = load(FIXTURES / "valid" / "query_find_documents.xml")
     value = root.find(f".//{{{RIM}}}Value")

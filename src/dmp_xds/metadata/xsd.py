@@ -86,6 +86,7 @@ _KEEP_AFTER = re.compile(
 _SET_MARKER = " is not an element of the set "
 _MASK = "'…'"
 _MAX_MESSAGE = 1000
+_CUT_SUSPECT = 16_000  # libxml2 cuts its messages at about 64 KB
 
 
 def schema() -> etree.XMLSchema:
@@ -114,7 +115,7 @@ def payload_errors(element: etree._Element) -> list[str]:
         for document in _xop_documents(element):
             problem = _xop_problem(document)
             if problem:
-                messages.append(_prefix(document) + problem)
+                messages.append(_prefix(element, document) + problem)
             # Empty the element for the schema run (an empty base64Binary is valid); the
             # children keep their tails, so putting them back restores the tree exactly.
             hollowed.append((document, document.text, list(document)))
@@ -155,10 +156,14 @@ def _xop_problem(document: etree._Element) -> str | None:
     return None
 
 
-def _prefix(element: etree._Element) -> str:
-    """``line N, /path: `` for a message about ``element``."""
+def _prefix(payload: etree._Element, element: etree._Element) -> str:
+    """``line N, /path: `` for a message about ``element``, the path starting at ``payload`` as
+    libxml2's own paths do (the SOAP envelope around it is not part of the payload)."""
     tree = element.getroottree()
-    return f"line {element.sourceline}, {tree.getpath(element)}: "
+    payload_path = tree.getpath(payload)
+    root_step = payload_path.rsplit("/", 1)[-1].split("[", 1)[0]
+    path = f"/{root_step}{tree.getpath(element)[len(payload_path) :]}"
+    return f"line {element.sourceline}, {path}: "
 
 
 def _format(entry: etree._LogEntry) -> str:
@@ -180,9 +185,11 @@ def _sanitize(message: str) -> str:
         found = rest.find("value '")
         start = found + len("value ") if found >= 0 else -1
     if start >= 0:
-        # The value runs from its opening quote to the last closing quote that is followed by
-        # libxml2's own wording; if the message was cut inside the value, nothing of it stays.
-        end = max(rest.rfind(after) for after in _AFTER_VALUE)
+        # The value runs from its opening quote to the last closing quote followed by libxml2's
+        # own wording. A message that was cut (no final full stop, or long enough to have been)
+        # may end inside the value: then everything from the value on is withheld.
+        complete = message.endswith(".") and len(message) < _CUT_SUSPECT
+        end = max(rest.rfind(after) for after in _AFTER_VALUE) if complete else -1
         rest = rest[:start] + _MASK + (rest[end + 1 :] if end > start else "")
     body, marker, schema_values = rest.partition(_SET_MARKER)
     out: list[str] = []

@@ -10,21 +10,35 @@ from ..errors import ErrorCode, XdsError, XdsFailure
 from ..metadata import vocabulary as v
 from ..metadata.ebrim import adhoc_query_response, object_ref, parse_submission, registry_response
 from ..metadata.validation import validate_submission
+from ..metadata.xsd import payload_errors
 from ..namespaces import LCM, QUERY
 from .queries import Found, run_stored_query
 from .query_params import read_query_request
 from .register import as_urn, register
 
 
-def expect(payload: etree._Element, namespace: str, local: str) -> None:
+def expect(
+    payload: etree._Element,
+    namespace: str,
+    local: str,
+    code: ErrorCode = ErrorCode.REGISTRY_METADATA,
+) -> None:
+    """The payload is the request this action takes and is valid against our schemas.
+
+    Schema problems stop the transaction before the metadata rules run: a misplaced or
+    misspelt element would otherwise be silently ignored by the parser.
+    """
     if payload.tag != f"{{{namespace}}}{local}":
         raise XdsFailure(
             XdsError(
-                ErrorCode.REGISTRY_METADATA,
+                code,
                 f"expected {local}, got {etree.QName(payload).localname}",
                 etree.QName(payload).localname,
             )
         )
+    problems = payload_errors(payload)
+    if problems:
+        raise XdsFailure([XdsError(code, f"schema: {p}", local) for p in problems])
 
 
 def leaf_class(found: Found) -> etree._Element:
@@ -54,7 +68,7 @@ class RegistryService:
     def stored_query(self, call: Call) -> Reply:
         """ITI-18: run one stored query and answer ObjectRefs or LeafClass objects."""
         try:
-            expect(call.payload, QUERY, "AdhocQueryRequest")
+            expect(call.payload, QUERY, "AdhocQueryRequest", ErrorCode.REGISTRY_ERROR)
             req, errors = read_query_request(call.payload)
             if errors or req is None:
                 raise XdsFailure(errors)

@@ -118,7 +118,12 @@ class RepositoryService:
 
     def provide_and_register(self, call: Call) -> Reply:
         try:
-            expect(call.payload, XDSB, "ProvideAndRegisterDocumentSetRequest")
+            expect(
+                call.payload,
+                XDSB,
+                "ProvideAndRegisterDocumentSetRequest",
+                ErrorCode.REPOSITORY_METADATA,
+            )
             inner = call.payload.find(f"{{{LCM}}}SubmitObjectsRequest")
             if inner is None:
                 raise XdsFailure(
@@ -156,7 +161,7 @@ class RepositoryService:
         parts: list[OutPart] = []
         documents: list[etree._Element] = []
         try:
-            expect(call.payload, XDSB, "RetrieveDocumentSetRequest")
+            expect(call.payload, XDSB, "RetrieveDocumentSetRequest", ErrorCode.REPOSITORY_ERROR)
         except XdsFailure as failure:
             response.append(registry_response(failure.errors))
             return Reply(response, force_mtom=True)
