@@ -15,12 +15,14 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
 from sqlalchemy import Engine, text
 
 from dmp_xds.client.xds import XdsClient
+from dmp_xds.metadata.xsd import payload_errors
 from dmp_xds.registry.database import EmbeddedPostgres, make_engine, migrate
 from dmp_xds.registry.register import create_patient
 from tests.fixtures.metadata import new_patient_id
@@ -143,9 +145,25 @@ def client_for(server: Server) -> ClientFactory:
     in place); keyword arguments go to :class:`XdsClient`."""
 
     def make(patient_id: str | None = None, **kwargs: object) -> XdsClient:
-        return XdsClient(server.url, **kwargs)  # type: ignore[arg-type]
+        return schema_checked(XdsClient(server.url, **kwargs))  # type: ignore[arg-type]
 
     return make
+
+
+def schema_checked(client: XdsClient) -> XdsClient:
+    """Make every answer the client receives pass our XSDs: each service test then also checks
+    that what the server emits is schema-valid."""
+    send = client.soap.send_envelope
+
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        reply = send(*args, **kwargs)
+        if reply.payload is not None and reply.fault is None:
+            problems = payload_errors(reply.payload)
+            assert not problems, f"server answer is not schema-valid: {problems}"
+        return reply
+
+    client.soap.send_envelope = checked  # type: ignore[method-assign]
+    return client
 
 
 @pytest.fixture
