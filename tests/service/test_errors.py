@@ -130,7 +130,7 @@ def test_unknown_stored_query(client: XdsClient) -> None:
 def test_missing_required_query_parameter(client: XdsClient) -> None:
     result = client.stored_query(v.FIND_DOCUMENTS, {"$XDSDocumentEntryStatus": APPROVED})
     assert result.status == "Failure"
-    assert codes(result) == ["XDSStoredQueryParamNumber"]
+    assert codes(result) == ["XDSStoredQueryMissingParam"]
     assert "PatientId" in result.errors[0].context
 
 

@@ -144,7 +144,7 @@ def test_ws_addressing_reply(server) -> None:
     assert response.headers["X-Request-Id"]
     # The query lacks its required parameters: an XDS error, not a fault.
     body = root.find(f"{{{SOAP12}}}Body")
-    assert body is not None and "XDSStoredQueryParamNumber" in etree.tostring(body).decode()
+    assert body is not None and "XDSStoredQueryMissingParam" in etree.tostring(body).decode()
 
 
 def test_wsdl_is_published(server) -> None:

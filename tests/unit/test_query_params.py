@@ -122,8 +122,14 @@ def test_every_standard_stored_query_is_registered() -> None:
 def test_find_documents_parameter_rules(params: dict, problem: str) -> None:
     q = QUERIES[v.FIND_DOCUMENTS]
     errors = check_params(QueryRequest(q.query_id, "ObjectRef", params), q.params, q.one_of)
-    assert errors and all(e.code is ErrorCode.STORED_QUERY_PARAM_NUMBER for e in errors)
+    assert errors
     assert any(problem in e.message for e in errors)
+    expected = (
+        ErrorCode.STORED_QUERY_MISSING_PARAM
+        if "missing" in problem
+        else ErrorCode.STORED_QUERY_PARAM_NUMBER
+    )
+    assert {e.code for e in errors} == {expected}
 
 
 def test_exclusive_parameters() -> None:

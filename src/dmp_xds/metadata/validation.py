@@ -229,6 +229,12 @@ def _associations(c: _Checker, sub: Submission) -> None:
                     f"{where} / {attr}",
                     ErrorCode.UNRESOLVED_REFERENCE,
                 )
+        if assoc.source and assoc.source == assoc.target:
+            c.fail("an association cannot link an object to itself", f"{where} / targetObject")
+            continue
+        if assoc.type == v.HAS_MEMBER and any(s.id == assoc.target for s in sub.submission_sets):
+            c.fail("a SubmissionSet cannot be a member of anything", f"{where} / targetObject")
+            continue
         if assoc.type == v.HAS_MEMBER and ss is not None and assoc.source == ss.id:
             members.add(assoc.target)
             target_is_doc = any(d.id == assoc.target for d in sub.documents)

@@ -117,6 +117,7 @@ class Param:
     required: bool = False
     multiple: bool = True  # more than one alternative allowed
     and_groups: bool = False  # several Value elements mean AND
+    coded: bool = False  # values are 'code^^scheme'
 
 
 def check_params(
@@ -140,12 +141,23 @@ def check_params(
             if p.required:
                 errors.append(
                     XdsError(
-                        ErrorCode.STORED_QUERY_PARAM_NUMBER,
+                        ErrorCode.STORED_QUERY_MISSING_PARAM,
                         f"required parameter {p.name} is missing",
                         p.name,
                     )
                 )
             continue
+        if p.coded:
+            errors += [
+                XdsError(
+                    ErrorCode.REGISTRY_ERROR,
+                    f"parameter {p.name}: {value!r} is not a coded value 'code^^scheme'",
+                    p.name,
+                )
+                for group in groups
+                for value in group
+                if not _is_coded(value)
+            ]
         if not p.multiple and (len(groups) > 1 or len(groups[0]) > 1):
             errors.append(
                 XdsError(
@@ -159,13 +171,20 @@ def check_params(
         if len(given) != 1:
             errors.append(
                 XdsError(
-                    ErrorCode.STORED_QUERY_PARAM_NUMBER,
+                    ErrorCode.STORED_QUERY_PARAM_NUMBER
+                    if given
+                    else ErrorCode.STORED_QUERY_MISSING_PARAM,
                     f"exactly one of {', '.join(names)} must be given"
                     + (f" (got {', '.join(given)})" if given else ""),
                     "/".join(names),
                 )
             )
     return errors
+
+
+def _is_coded(value: str) -> bool:
+    code, sep, scheme = value.partition("^^")
+    return bool(code and sep and scheme and "^" not in scheme)
 
 
 def single(req: QueryRequest, name: str) -> str | None:
