@@ -86,7 +86,7 @@ def _status_filter(column: ColumnElement, req: QueryRequest, name: str) -> Colum
 
 def _author_filter(column: ColumnElement, patterns: list[str]) -> ColumnElement:
     """Author patterns use SQL LIKE wildcards (% and _), as ITI-18 defines them."""
-    author = func.unnest(column).table_valued("value").alias("author")
+    author = func.unnest(column).table_valued("value").render_derived(name="author")
     return exists(
         select(literal(1))
         .select_from(author)
@@ -107,20 +107,20 @@ def _found(rows: Sequence, kind: str) -> list[Found]:
 _DE = "$XDSDocumentEntry"
 FIND_DOCUMENTS_PARAMS = (
     Param(_DE + "PatientId", required=True, multiple=False),
-    Param(_DE + "ClassCode"),
-    Param(_DE + "TypeCode"),
-    Param(_DE + "PracticeSettingCode"),
+    Param(_DE + "ClassCode", coded=True),
+    Param(_DE + "TypeCode", coded=True),
+    Param(_DE + "PracticeSettingCode", coded=True),
     Param(_DE + "CreationTimeFrom", multiple=False),
     Param(_DE + "CreationTimeTo", multiple=False),
     Param(_DE + "ServiceStartTimeFrom", multiple=False),
     Param(_DE + "ServiceStartTimeTo", multiple=False),
     Param(_DE + "ServiceStopTimeFrom", multiple=False),
     Param(_DE + "ServiceStopTimeTo", multiple=False),
-    Param(_DE + "HealthcareFacilityTypeCode"),
-    Param(_DE + "EventCodeList", and_groups=True),
-    Param(_DE + "ConfidentialityCode", and_groups=True),
+    Param(_DE + "HealthcareFacilityTypeCode", coded=True),
+    Param(_DE + "EventCodeList", and_groups=True, coded=True),
+    Param(_DE + "ConfidentialityCode", and_groups=True, coded=True),
     Param(_DE + "AuthorPerson"),
-    Param(_DE + "FormatCode"),
+    Param(_DE + "FormatCode", coded=True),
     Param(_DE + "Status", required=True),
     Param(_DE + "Type"),
     Param("$MetadataLevel", multiple=False),
@@ -203,7 +203,9 @@ def _identified(
                 loc.c.entry_uuid.in_(wanted), loc.c.kind == kind
             )
         ).all()
-        return [(r.patient_key, r.entry_uuid) for r in rows]
+        keys = [(r.patient_key, r.entry_uuid) for r in rows]
+        _single_patient(keys)
+        return keys
     uids = alternatives(req, uid_param)
     loc = t.unique_id_locator
     keys = select(loc.c.patient_key).where(loc.c.kind == kind, loc.c.unique_id.in_(uids))
@@ -212,7 +214,21 @@ def _identified(
             table.c.patient_key.in_(keys), table.c.unique_id.in_(uids)
         )
     ).all()
-    return [(r.patient_key, r.entry_uuid) for r in rows]
+    keys = [(r.patient_key, r.entry_uuid) for r in rows]
+    _single_patient(keys)
+    return keys
+
+
+def _single_patient(keys: Sequence[tuple[int, uuid.UUID]]) -> None:
+    """Get* queries answer for one patient at a time (ITI-18 XDSResultNotSinglePatient)."""
+    if len({k for k, _ in keys}) > 1:
+        raise XdsFailure(
+            XdsError(
+                ErrorCode.RESULT_NOT_SINGLE_PATIENT,
+                "the objects asked for belong to more than one patient",
+                "AdhocQuery",
+            )
+        )
 
 
 def _objects(
@@ -281,8 +297,8 @@ def _member_filters(req: QueryRequest) -> list[ColumnElement]:
 
 
 MEMBER_FILTER_PARAMS = (
-    Param(_DE + "FormatCode"),
-    Param(_DE + "ConfidentialityCode", and_groups=True),
+    Param(_DE + "FormatCode", coded=True),
+    Param(_DE + "ConfidentialityCode", and_groups=True, coded=True),
     Param(_DE + "Type"),
 )
 
@@ -349,11 +365,14 @@ def get_submission_sets(conn: Connection, req: QueryRequest, limit: int) -> list
 
 def _patients_of(conn: Connection, uuids: Sequence[uuid.UUID]) -> set[int]:
     loc = t.object_locator
-    return set(
+    patients = set(
         conn.execute(select(loc.c.patient_key).where(loc.c.entry_uuid.in_(uuids)).distinct())
         .scalars()
         .all()
     )
+    if len(patients) > 1:
+        _single_patient([(p, uuid.UUID(int=0)) for p in patients])
+    return patients
 
 
 # --- *AndContents --------------------------------------------------------------------------------
@@ -480,7 +499,7 @@ FIND_SUBMISSION_SETS_PARAMS = (
     Param(_SS + "SubmissionTimeFrom", multiple=False),
     Param(_SS + "SubmissionTimeTo", multiple=False),
     Param(_SS + "AuthorPerson", multiple=False),
-    Param(_SS + "ContentType"),
+    Param(_SS + "ContentType", coded=True),
     Param(_SS + "Status", required=True),
     Param("$MetadataLevel", multiple=False),
 )
@@ -517,7 +536,7 @@ FIND_FOLDERS_PARAMS = (
     Param(_FOL + "PatientId", required=True, multiple=False),
     Param(_FOL + "LastUpdateTimeFrom", multiple=False),
     Param(_FOL + "LastUpdateTimeTo", multiple=False),
-    Param(_FOL + "CodeList", and_groups=True),
+    Param(_FOL + "CodeList", and_groups=True, coded=True),
     Param(_FOL + "Status", required=True),
     Param("$MetadataLevel", multiple=False),
 )
@@ -578,11 +597,11 @@ def get_all(conn: Connection, req: QueryRequest, limit: int) -> list[Found]:
         found += _found(rows, kind)
         _too_many(len(found), limit)
     ids = {x.entry_uuid for x in found}
-    links = [
-        link
-        for link in _associations(conn, {key}, touching=list(ids))
-        if link.source in ids and (link.target in ids)
-    ]
+    links = [link for link in _associations(conn, {key}, sources=list(ids)) if link.source in ids]
+    link_ids = {link.entry_uuid for link in links}
+    # Keep links between returned objects, and links from a returned object to such a link
+    # (SubmissionSet -> (Folder -> Document)).
+    links = [link for link in links if link.target in ids or link.target in link_ids]
     return _limited(found + links, limit)
 
 

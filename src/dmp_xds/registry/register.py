@@ -441,12 +441,11 @@ def _apply_relationships(conn: Connection, key: int, sub: Submission) -> None:
                     f"{assoc.label} / targetObject",
                 )
             )
-        _carry_folder_membership(conn, key, sub, assoc)
+        folders = _carry_folder_membership(conn, key, assoc)
+        _set_last_update(conn, key, folders, sub.submission_sets[0].submission_time or "")
 
 
-def _carry_folder_membership(
-    conn: Connection, key: int, sub: Submission, assoc: Association
-) -> None:
+def _carry_folder_membership(conn: Connection, key: int, assoc: Association) -> list[str]:
     """A replacement joins every folder the original belonged to (ITI TF-3 4.2.2.2.3)."""
     a = t.association
     folders = (
@@ -493,6 +492,7 @@ def _carry_folder_membership(
                 entry_uuid=as_uuid(new_id), patient_key=key, kind="Association"
             )
         )
+    return [as_urn(f) for f in folders]
 
 
 def _touch_folders(
@@ -503,13 +503,19 @@ def _touch_folders(
     submission_time: str,
 ) -> None:
     """Existing folders that receive documents get a new lastUpdateTime."""
-    touched = {
+    touched = [
         a.source
         for a in sub.associations
         if a.type == v.HAS_MEMBER and existing.get(a.source, _Existing("", None)).kind == "Folder"
-    }
-    for folder_urn in touched:
-        f = t.folder
+    ]
+    _set_last_update(conn, key, touched, submission_time)
+
+
+def _set_last_update(
+    conn: Connection, key: int, folder_urns: Sequence[str], submission_time: str
+) -> None:
+    f = t.folder
+    for folder_urn in dict.fromkeys(folder_urns):
         row = conn.execute(
             select(f.c.ebrim).where(f.c.patient_key == key, f.c.entry_uuid == as_uuid(folder_urn))
         ).one()
