@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import pytest
 from lxml import etree
 
 from dmp_xds.errors import ErrorCode, XdsError
 from dmp_xds.metadata import vocabulary as v
-from dmp_xds.metadata.datatypes import dtm_key, is_dtm, is_uuid_urn, parse_patient_id
+from dmp_xds.metadata.datatypes import (
+    dtm_key,
+    is_dtm,
+    is_uuid_urn,
+    parse_patient_id,
+    xcn_problem,
+    xon_problem,
+    xtn_problem,
+)
 from dmp_xds.metadata.ebrim import (
     adhoc_query_response,
     parse_submission,
@@ -142,3 +151,35 @@ def test_response_builders() -> None:
     assert err.get("location") == "loc" and err.get("codeContext") == "m"
     resp = adhoc_query_response()
     assert resp.find("{*}RegistryObjectList") is not None
+
+
+@pytest.mark.parametrize(
+    ("field", "doc_kwargs", "location"),
+    [
+        ("mimeType", {"mime_type": "not a mime"}, "mimeType"),
+        ("authorPerson", {"author_person": "^^^^^^^^&1.2.3&XX"}, "authorPerson"),
+        ("authorPerson-authority", {"author_person": "123^DOE^^^^^^^&bad&ISO"}, "authorPerson"),
+        (
+            "serviceStopTime",
+            {"service_start": "20260102", "service_stop": "20260101"},
+            "serviceStopTime",
+        ),
+        ("creationTime", {"creation_time": "20261301"}, "creationTime"),
+        ("size", {"size": "-3"}, "size"),
+        ("hash", {"hash": "xyz"}, "hash"),
+    ],
+)
+def test_malformed_fields_are_named(field: str, doc_kwargs: dict, location: str) -> None:
+    _, errors = _parse(submit_objects_request(PID, [Doc(b"a", **doc_kwargs)]))
+    assert [e.location for e in errors] == [f"DocumentEntry Document01 / {location}"], field
+
+
+def test_shaped_values() -> None:
+    assert xcn_problem("123^DOE^JOHN^^^^^^&1.2.250.1.71.4.2.1&ISO") is None
+    assert xcn_problem("^DOE") is None
+    assert xcn_problem("^^JOHN") is not None
+    assert xon_problem("CHU TEST^^^^^&1.2.250.1.71.4.2.2&ISO^IDNST^^^1999000001") is None
+    assert xon_problem("^^^^^&1.2&ISO") is not None
+    assert xtn_problem("^^Internet^doc@example.org") is None
+    assert xtn_problem("^^Internet^nobody") is not None
+    assert xtn_problem("0123456789") is not None

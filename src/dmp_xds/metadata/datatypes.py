@@ -98,3 +98,61 @@ def parse_patient_id(value: str) -> PatientId:
 def format_code(code: str, scheme: str) -> str:
     """A code as stored and queried: ``code^^scheme`` (ITI-18 coded parameter form)."""
     return f"{code}^^{scheme}"
+
+
+_LANGUAGE = re.compile(r"^[A-Za-z]{2,8}(-[A-Za-z0-9]{1,8})*$")
+_MIME = re.compile(r"^[A-Za-z0-9][\w!#$&^.+-]*/[A-Za-z0-9][\w!#$&^.+-]*$")
+_PID_FIELD = re.compile(r"^PID-\d{1,2}\|.+$")
+
+
+def is_language_code(value: str) -> bool:
+    """RFC 5646 language tag (``fr-FR``, ``art`` for artificial languages...)."""
+    return bool(_LANGUAGE.match(value))
+
+
+def is_mime_type(value: str) -> bool:
+    return bool(_MIME.match(value))
+
+
+def is_pid_field(value: str) -> bool:
+    """One sourcePatientInfo value: ``PID-n|content``."""
+    return bool(_PID_FIELD.match(value))
+
+
+def _hd_problem(hd: str) -> str | None:
+    parts = hd.split("&")
+    if len(parts) != 3 or parts[2] != "ISO" or not is_oid(parts[1]):
+        return f"assigning authority {hd!r} must be '&OID&ISO'"
+    return None
+
+
+def xcn_problem(value: str) -> str | None:
+    """Why ``value`` is not an XCN person (id and/or family name; the id's assigning
+    authority, component 9, must be an ISO OID), or None."""
+    comps = value.split("^")
+    if not comps[0] and (len(comps) < 2 or not comps[1]):
+        return "a person needs an identifier (XCN.1) or a family name (XCN.2)"
+    if comps[0] and len(comps) > 8 and comps[8]:
+        return _hd_problem(comps[8])
+    return None
+
+
+def xon_problem(value: str) -> str | None:
+    """Why ``value`` is not an XON organisation (name, and when an identifier is given in
+    XON.10, an ISO OID authority in XON.6), or None."""
+    comps = value.split("^")
+    if not comps[0]:
+        return "an organisation needs a name (XON.1)"
+    if len(comps) > 5 and comps[5]:
+        return _hd_problem(comps[5])
+    return None
+
+
+def xtn_problem(value: str) -> str | None:
+    """Why ``value`` is not an XTN telecommunication address, or None."""
+    comps = value.split("^")
+    if len(comps) < 3 or comps[2] not in ("Internet", "PH", "FX", "CP", "BP", "X.400"):
+        return "telecommunication needs a type (XTN.3: Internet, PH, FX, CP, BP, X.400)"
+    if comps[2] == "Internet" and (len(comps) < 4 or "@" not in comps[3]):
+        return "an Internet address needs an e-mail in XTN.4"
+    return None

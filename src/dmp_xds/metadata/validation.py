@@ -12,7 +12,20 @@ from collections.abc import Callable
 
 from ..errors import ErrorCode, XdsError
 from . import vocabulary as v
-from .datatypes import is_dtm, is_oid, is_sha1_hex, is_unique_id, is_uuid_urn, parse_patient_id
+from .datatypes import (
+    is_dtm,
+    is_language_code,
+    is_mime_type,
+    is_oid,
+    is_pid_field,
+    is_sha1_hex,
+    is_unique_id,
+    is_uuid_urn,
+    parse_patient_id,
+    xcn_problem,
+    xon_problem,
+    xtn_problem,
+)
 from .model import Author, Code, DocumentEntry, Folder, Submission, SubmissionSet
 
 
@@ -65,10 +78,35 @@ class _Checker:
         if not value.code or not value.scheme:
             self.fail(f"{what} needs a code and a coding scheme", f"{where} / {what}")
 
+    def shaped(
+        self, values: list[str], what: str, where: str, problem: Callable[[str], str | None]
+    ) -> None:
+        for value in values:
+            reason = problem(value)
+            if reason:
+                self.fail(f"{what} {value!r}: {reason}", f"{where} / {what}")
+
     def authors(self, authors: list[Author], where: str) -> None:
         for author in authors:
-            if author.person is not None and not author.person.strip("^"):
-                self.fail("authorPerson is empty", f"{where} / authorPerson")
+            self.shaped(
+                [author.person] if author.person else [], "authorPerson", where, xcn_problem
+            )
+            self.shaped(author.institutions, "authorInstitution", where, xon_problem)
+            self.shaped(author.telecoms, "authorTelecommunication", where, xtn_problem)
+
+
+def _recipient_problem(value: str) -> str | None:
+    """intendedRecipient is ``XON|XCN^...|XTN``: at least one part, each well formed."""
+    parts = value.split("|")
+    if not any(parts):
+        return "empty recipient"
+    checks = [xon_problem, xcn_problem, xtn_problem]
+    for part, check in zip(parts, checks, strict=False):
+        if part:
+            reason = check(part)
+            if reason:
+                return reason
+    return None
 
 
 def _time(checker: _Checker, value: str | None, what: str, where: str, required: bool) -> None:
@@ -84,7 +122,7 @@ def _document(c: _Checker, doc: DocumentEntry, *, registry_side: bool) -> None:
             f"objectType {doc.object_type!r} is not a DocumentEntry type", f"{where} / objectType"
         )
     stable = doc.object_type != v.ON_DEMAND_DOCUMENT
-    c.require(doc.mime_type, "mimeType", where)
+    c.check(doc.mime_type, "mimeType", where, is_mime_type, "a MIME type")
     c.patient(doc.patient_id, "patientId", where)
     c.check(doc.unique_id, "uniqueId", where, is_unique_id, "an OID-based uniqueId")
     c.coded(doc.class_code, "classCode", where)
@@ -94,7 +132,19 @@ def _document(c: _Checker, doc: DocumentEntry, *, registry_side: bool) -> None:
     c.coded(doc.practice_code, "practiceSettingCode", where)
     if not doc.confidentiality_codes:
         c.fail("confidentialityCode is missing", f"{where} / confidentialityCode")
-    c.require(doc.language_code, "languageCode", where)
+    c.check(doc.language_code, "languageCode", where, is_language_code, "an RFC 5646 language tag")
+    c.shaped(
+        [doc.legal_authenticator] if doc.legal_authenticator else [],
+        "legalAuthenticator",
+        where,
+        xcn_problem,
+    )
+    c.shaped(
+        doc.source_patient_info,
+        "sourcePatientInfo",
+        where,
+        lambda value: None if is_pid_field(value) else "expected 'PID-n|value'",
+    )
     _time(c, doc.creation_time, "creationTime", where, required=stable)
     _time(c, doc.service_start_time, "serviceStartTime", where, required=False)
     _time(c, doc.service_stop_time, "serviceStopTime", where, required=False)
@@ -136,6 +186,7 @@ def _submission_set(c: _Checker, ss: SubmissionSet) -> None:
     c.check(ss.source_id, "sourceId", where, is_oid, "an OID")
     _time(c, ss.submission_time, "submissionTime", where, required=True)
     c.coded(ss.content_type_code, "contentTypeCode", where, required=not ss.limited_metadata)
+    c.shaped(ss.intended_recipients, "intendedRecipient", where, _recipient_problem)
     c.authors(ss.authors, where)
 
 
