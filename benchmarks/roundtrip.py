@@ -1,0 +1,93 @@
+"""ITI-41 -> ITI-18 -> ITI-43 latency and throughput for small CDA-sized documents, sequential
+and with concurrent clients (each in its own process, so the client's Python does not share the
+server's cores' GIL).
+
+    python -m benchmarks roundtrip [--n 200] [--clients 1,4] [--workers 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+
+from dmp_xds.client.xds import XdsClient
+from dmp_xds.metadata import vocabulary as v
+
+from .harness import BenchServer, report, server, summarise
+
+DOCUMENT = b"<ClinicalDocument xmlns='urn:hl7-org:v3'>" + b"x" * 20_000 + b"</ClinicalDocument>\n"
+
+
+def _client(url: str, patient_id: str) -> XdsClient:
+    """The benchmark's client, acting for ``patient_id``."""
+    return XdsClient(url)
+
+
+def _worker(url: str, patient_id: str, n: int) -> dict[str, list[float]]:
+    from tests.fixtures.metadata import Doc, submit_objects_request
+
+    client = _client(url, patient_id)
+    timings: dict[str, list[float]] = {"ITI-41": [], "ITI-18": [], "ITI-43": []}
+    repository_uid = os.environ.get("DMP_XDS_REPOSITORY_UNIQUE_ID", "1.2.250.1.999.1.1.1")
+    for _ in range(n):
+        doc = Doc(DOCUMENT, mime_type="text/xml")
+        started = time.perf_counter()
+        result = client.provide_and_register(
+            submit_objects_request(patient_id, [doc]), {"Document01": DOCUMENT}
+        )
+        timings["ITI-41"].append(time.perf_counter() - started)
+        assert result.status == "Success", result.errors
+        started = time.perf_counter()
+        found = client.stored_query(
+            v.FIND_DOCUMENTS,
+            {"$XDSDocumentEntryPatientId": patient_id, "$XDSDocumentEntryStatus": [v.APPROVED]},
+        )
+        timings["ITI-18"].append(time.perf_counter() - started)
+        assert found.status == "Success"
+        started = time.perf_counter()
+        got = client.retrieve([(repository_uid, doc.unique_id)])
+        timings["ITI-43"].append(time.perf_counter() - started)
+        assert got.documents[0].content == DOCUMENT
+    return timings
+
+
+def run(srv: BenchServer, n: int, clients: int) -> list[dict[str, object]]:
+    from tests.fixtures.metadata import new_patient_id
+
+    patients = [new_patient_id() for _ in range(clients)]
+    for pid in patients:
+        srv.new_patient(pid)
+    per_client = max(1, n // clients)
+    started = time.perf_counter()
+    with ProcessPoolExecutor(clients) as pool:
+        parts = list(pool.map(_worker, [srv.url] * clients, patients, [per_client] * clients))
+    elapsed = time.perf_counter() - started
+    rows = []
+    for transaction in ("ITI-41", "ITI-18", "ITI-43"):
+        samples = [s for part in parts for s in part[transaction]]
+        rows.append(
+            {
+                "transaction": transaction,
+                "clients": clients,
+                **summarise(samples),
+                "round_trips_per_s": clients * per_client / elapsed,
+                "server_peak_rss_mb": srv.peak_rss_mb(),
+            }
+        )
+    return rows
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks roundtrip")
+    parser.add_argument("--n", type=int, default=200, help="round trips in all, per setting")
+    parser.add_argument("--clients", default="1,4", help="comma-separated client counts")
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers")
+    args = parser.parse_args(argv)
+    rows: list[dict[str, object]] = []
+    with server(workers=args.workers) as srv:
+        for clients in (int(c) for c in args.clients.split(",")):
+            rows += run(srv, args.n, clients)
+    report("roundtrip", rows)
+    return 0
