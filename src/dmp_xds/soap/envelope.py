@@ -27,11 +27,11 @@ from lxml import etree
 from ..errors import FaultCode, SoapFault
 from ..namespaces import SOAP11, SOAP12, WSA, WSSE, XOP
 from .mtom import (
-    CHUNK,
     XOP_MEDIA_TYPE,
     HashingWriter,
     OutPart,
     SpooledPart,
+    body_chunks,
     cid_from_href,
     mtom_body,
     parse_content_type,
@@ -179,26 +179,7 @@ def _content_length(environ: dict[str, Any]) -> int | None:
 
 
 def _read_body(stream: Any, content_length: int | None, limit: int) -> bytes:
-    if content_length is not None and content_length > limit:
-        raise SoapFault(
-            FaultCode.SENDER, f"SOAP message larger than {limit} bytes", http_status=413
-        )
-    body = bytearray()
-    left = content_length
-    while left is None or left > 0:
-        chunk = stream.read(CHUNK if left is None else min(left, CHUNK))
-        if not chunk:
-            if left:
-                raise SoapFault(FaultCode.SENDER, "request body shorter than its Content-Length")
-            break
-        body += chunk
-        if len(body) > limit:
-            raise SoapFault(
-                FaultCode.SENDER, f"SOAP message larger than {limit} bytes", http_status=413
-            )
-        if left is not None:
-            left -= len(chunk)
-    return bytes(body)
+    return b"".join(body_chunks(stream, content_length, limit, "SOAP message"))
 
 
 def read_soap_request(environ: dict[str, Any], spool_dir: Path, limits: Limits) -> SoapRequest:

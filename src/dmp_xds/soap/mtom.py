@@ -317,6 +317,28 @@ def read_multipart(
         raise
 
 
+def body_chunks(
+    stream: _Readable, content_length: int | None, limit: int, what: str
+) -> Iterator[bytes]:
+    """The request body in chunks of at most 64 KB: up to Content-Length, or to the end of a
+    chunked body; a body longer than ``limit`` bytes is refused (413) as soon as it is seen."""
+    if content_length is not None and content_length > limit:
+        raise SoapFault(FaultCode.SENDER, f"{what} larger than {limit} bytes", http_status=413)
+    left, total = content_length, 0
+    while left is None or left > 0:
+        chunk = stream.read(CHUNK if left is None else min(left, CHUNK))
+        if not chunk:
+            if left:
+                raise SoapFault(FaultCode.SENDER, "request body shorter than its Content-Length")
+            return
+        total += len(chunk)
+        if total > limit:
+            raise SoapFault(FaultCode.SENDER, f"{what} larger than {limit} bytes", http_status=413)
+        if left is not None:
+            left -= len(chunk)
+        yield chunk
+
+
 def _feed(
     parser: MultipartParser,
     stream: _Readable,
@@ -325,24 +347,8 @@ def _feed(
     limits: Limits,
 ) -> None:
     """Copy the body into the parser in 64 KB chunks, enforcing the total size."""
-    left = content_length
-    total = 0
     preamble: bytearray | None = bytearray()
-    while left is None or left > 0:
-        chunk = stream.read(CHUNK if left is None else min(left, CHUNK))
-        if not chunk:
-            if left:
-                raise SoapFault(FaultCode.SENDER, "request body shorter than its Content-Length")
-            break
-        total += len(chunk)
-        if total > limits.max_body_bytes:
-            raise SoapFault(
-                FaultCode.SENDER,
-                f"request body larger than {limits.max_body_bytes} bytes",
-                http_status=413,
-            )
-        if left is not None:
-            left -= len(chunk)
+    for chunk in body_chunks(stream, content_length, limits.max_body_bytes, "request body"):
         if preamble is not None:
             preamble += chunk
             chunk = _skip_preamble(preamble, boundary)
