@@ -385,3 +385,25 @@ def test_open_store_s3_url(
     for bad in ("s3://", "s3:///prefix", "s3://bucket/p?x=1"):
         with pytest.raises(ValueError):
             open_store(bad)
+
+
+def test_iter_blobs_lists_size_and_last_write(store: S3Store) -> None:
+    before = time.time()
+    keys = sorted(store.put_bytes(b"blob %d" % i * (i + 1)).sha256 for i in range(3))
+    store.client.put_object(Bucket=store.bucket, Key=store.prefix + "sha256/ab/notes.txt", Body=b"")
+    blobs = list(store.iter_blobs())
+    assert [b.key for b in blobs] == keys
+    for blob in blobs:
+        with store.open(blob.key) as reader:
+            assert blob.size == reader.size
+        assert before - 60 <= blob.modified <= time.time() + 60  # server clock, whole seconds
+
+
+def test_gc_on_s3(store: S3Store, engine: Any) -> None:
+    from dmp_xds.repository.maintenance import collect_garbage
+
+    key = store.put_bytes(b"an orphan in the bucket").sha256
+    assert collect_garbage(engine, store, grace_s=3600).removed == []
+    report = collect_garbage(engine, store, grace_s=3600, now=time.time() + 3700)
+    assert [b.key for b in report.removed] == [key]
+    assert not store.exists(key)

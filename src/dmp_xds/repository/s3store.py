@@ -41,6 +41,7 @@ from urllib.parse import urlsplit
 
 from .store import (
     CHUNK,
+    BlobInfo,
     BlobStatus,
     CorruptDocument,
     HashMismatch,
@@ -447,6 +448,22 @@ class S3Store:
                         yield candidate
                 except ValueError:
                     continue
+
+    def iter_blobs(self) -> Iterator[BlobInfo]:
+        """Keys with Size and LastModified, straight from the listing (no HEAD per object)."""
+        pages = self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=self.prefix + "sha256/"
+        )
+        for page in pages:
+            for item in page.get("Contents", ()):
+                name = item["Key"][len(self.prefix) :]
+                candidate = name.rsplit("/", 1)[-1]
+                try:
+                    if blob_path(candidate) != name:
+                        continue
+                except ValueError:
+                    continue
+                yield BlobInfo(candidate, int(item["Size"]), item["LastModified"].timestamp())
 
     # -- removing ------------------------------------------------------------------------------
 
