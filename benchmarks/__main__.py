@@ -7,6 +7,8 @@ import sys
 
 SCENARIOS = {
     "roundtrip": "benchmarks.roundtrip",
+    "large_documents": "benchmarks.large_documents",
+    "vihf_verify": "benchmarks.vihf_verify",
 }
 
 

@@ -9,33 +9,39 @@ from __future__ import annotations
 
 import argparse
 import os
+import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
 from dmp_xds.client.xds import XdsClient
 from dmp_xds.metadata import vocabulary as v
 
 from .harness import BenchServer, report, server, summarise
 
-DOCUMENT = b"<ClinicalDocument xmlns='urn:hl7-org:v3'>" + b"x" * 20_000 + b"</ClinicalDocument>\n"
+# A real CDA R2 (7.5 KB lettre de liaison) whose header matches its metadata: the server checks.
+DOCUMENT_KIND = "ldl-ses"
 
 
-def _client(url: str, patient_id: str) -> XdsClient:
-    """The benchmark's client, acting for ``patient_id``."""
-    return XdsClient(url)
+def _client(url: str, patient_id: str, pki_dir: str) -> XdsClient:
+    """The benchmark's client, acting for ``patient_id``: a freshly signed VIHF per call."""
+    from dmp_xds.security.pki import load_test_pki
+
+    return XdsClient(url, header_factory=load_test_pki(Path(pki_dir)).vihf_headers(patient_id))
 
 
-def _worker(url: str, patient_id: str, n: int) -> dict[str, list[float]]:
-    from tests.fixtures.metadata import Doc, submit_objects_request
+def _worker(url: str, patient_id: str, n: int, pki_dir: str) -> dict[str, list[float]]:
+    from tests.fixtures.clinical_documents import cda_doc
+    from tests.fixtures.metadata import submit_objects_request
 
-    client = _client(url, patient_id)
+    client = _client(url, patient_id, pki_dir)
     timings: dict[str, list[float]] = {"ITI-41": [], "ITI-18": [], "ITI-43": []}
     repository_uid = os.environ.get("DMP_XDS_REPOSITORY_UNIQUE_ID", "1.2.250.1.999.1.1.1")
     for _ in range(n):
-        doc = Doc(DOCUMENT, mime_type="text/xml")
+        doc = cda_doc(DOCUMENT_KIND, patient_id)
         started = time.perf_counter()
         result = client.provide_and_register(
-            submit_objects_request(patient_id, [doc]), {"Document01": DOCUMENT}
+            submit_objects_request(patient_id, [doc]), {"Document01": doc.content}
         )
         timings["ITI-41"].append(time.perf_counter() - started)
         assert result.status == "Success", result.errors
@@ -49,11 +55,11 @@ def _worker(url: str, patient_id: str, n: int) -> dict[str, list[float]]:
         started = time.perf_counter()
         got = client.retrieve([(repository_uid, doc.unique_id)])
         timings["ITI-43"].append(time.perf_counter() - started)
-        assert got.documents[0].content == DOCUMENT
+        assert got.documents[0].content == doc.content
     return timings
 
 
-def run(srv: BenchServer, n: int, clients: int) -> list[dict[str, object]]:
+def run(srv: BenchServer, n: int, clients: int, pki_dir: str) -> list[dict[str, object]]:
     from tests.fixtures.metadata import new_patient_id
 
     patients = [new_patient_id() for _ in range(clients)]
@@ -62,7 +68,15 @@ def run(srv: BenchServer, n: int, clients: int) -> list[dict[str, object]]:
     per_client = max(1, n // clients)
     started = time.perf_counter()
     with ProcessPoolExecutor(clients) as pool:
-        parts = list(pool.map(_worker, [srv.url] * clients, patients, [per_client] * clients))
+        parts = list(
+            pool.map(
+                _worker,
+                [srv.url] * clients,
+                patients,
+                [per_client] * clients,
+                [pki_dir] * clients,
+            )
+        )
     elapsed = time.perf_counter() - started
     rows = []
     for transaction in ("ITI-41", "ITI-18", "ITI-43"):
@@ -86,8 +100,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers")
     args = parser.parse_args(argv)
     rows: list[dict[str, object]] = []
-    with server(workers=args.workers) as srv:
-        for clients in (int(c) for c in args.clients.split(",")):
-            rows += run(srv, args.n, clients)
+    from dmp_xds.security.pki import init_test_pki
+
+    with tempfile.TemporaryDirectory(prefix="dmp-xds-bench-pki-") as pki_dir:
+        pki = init_test_pki(Path(pki_dir))  # the server trusts it; clients sign with it
+        with server(workers=args.workers, extra_env=pki.server_env()) as srv:
+            for clients in (int(c) for c in args.clients.split(",")):
+                rows += run(srv, args.n, clients, pki_dir)
     report("roundtrip", rows)
     return 0

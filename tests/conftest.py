@@ -1,6 +1,10 @@
 """Shared fixtures: one real PostgreSQL per test run (embedded pgserver, or the server named by
 ``DMP_XDS_DATABASE_URL``) and one real server (``dmp-xds serve`` under gunicorn) on a free
-loopback port. Nothing of our own is mocked."""
+loopback port. Nothing of our own is mocked.
+
+Security is on, as always: the session's test PKI (made once, RSA key generation is slow) is
+the server's trust store, and ``client_for`` clients sign a fresh VIHF for their patient on
+every call."""
 
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ from dmp_xds.client.xds import XdsClient
 from dmp_xds.metadata.xsd import payload_errors
 from dmp_xds.registry.database import EmbeddedPostgres, make_engine, migrate
 from dmp_xds.registry.register import create_patient
+from dmp_xds.security.pki import TestPki, init_test_pki
 from tests.fixtures.metadata import new_patient_id
 
 REPOSITORY_UNIQUE_ID = "1.2.250.1.999.1.1.1"
@@ -74,8 +79,14 @@ class Server:
 
 
 def start_server(
-    database_url: str, data_dir: Path, extra_env: dict[str, str] | None = None
+    database_url: str,
+    data_dir: Path,
+    extra_env: dict[str, str] | None = None,
+    *,
+    tls_ca: Path | None = None,
 ) -> Server:
+    """Start ``dmp-xds serve``; with ``tls_ca`` it serves HTTPS (TLS env vars in
+    ``extra_env``) and the health check trusts that CA."""
     port = free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
     env = {
@@ -95,13 +106,14 @@ def start_server(
         stdout=log_file,
         stderr=subprocess.STDOUT,
     )
-    url = f"http://127.0.0.1:{port}"
+    url = f"{'https' if tls_ca else 'http'}://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"server exited early:\n{log_path.read_text()}")
         try:
-            if requests.get(url + "/health", timeout=1).status_code == 200:
+            verify: bool | str = str(tls_ca) if tls_ca else True
+            if requests.get(url + "/health", timeout=1, verify=verify).status_code == 200:
                 break
         except requests.RequestException:
             time.sleep(0.1)
@@ -121,8 +133,24 @@ def stop_server(server: Server) -> int:
 
 
 @pytest.fixture(scope="session")
-def server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = start_server(database_url, tmp_path_factory.mktemp("server"))
+def test_pki(tmp_path_factory: pytest.TempPathFactory) -> TestPki:
+    """The session's test PKI: CA (the trust store), institution, professionals, TLS server."""
+    return init_test_pki(tmp_path_factory.mktemp("pki"))
+
+
+# Loopback is the trusted proxy of the test server (DIRECTE through a forwarded certificate).
+TRUSTED_PROXIES = "127.0.0.1"
+
+
+@pytest.fixture(scope="session")
+def server(
+    database_url: str, tmp_path_factory: pytest.TempPathFactory, test_pki: TestPki
+) -> Iterator[Server]:
+    srv = start_server(
+        database_url,
+        tmp_path_factory.mktemp("server"),
+        {**test_pki.server_env(), "DMP_XDS_TRUSTED_PROXIES": TRUSTED_PROXIES},
+    )
     yield srv
     stop_server(srv)
 
@@ -139,12 +167,22 @@ def patient_id(engine: Engine) -> str:
 ClientFactory = Callable[..., XdsClient]
 
 
-@pytest.fixture
-def client_for(server: Server) -> ClientFactory:
-    """Build an XDS client acting for a patient (the patient a VIHF names, once security is
-    in place); keyword arguments go to :class:`XdsClient`."""
+@pytest.fixture(scope="session")
+def client_for(server: Server, test_pki: TestPki) -> ClientFactory:
+    """Build an XDS client acting for a patient: every call carries a freshly signed VIHF
+    (new assertion ID) naming that patient.
 
-    def make(patient_id: str | None = None, **kwargs: object) -> XdsClient:
+    ``vihf`` (a dict) changes what the VIHF says, e.g. ``{"professional": "infirmier",
+    "access_mode": "bris_de_glace"}`` or ``{"signer": None}`` (see
+    :meth:`TestPki.vihf_headers`); other keyword arguments go to :class:`XdsClient`.
+    Session-scoped so that module fixtures can use it too.
+    """
+
+    def make(
+        patient_id: str | None = None, *, vihf: dict[str, Any] | None = None, **kwargs: object
+    ) -> XdsClient:
+        headers = test_pki.vihf_headers(patient_id or new_patient_id(), **(vihf or {}))
+        kwargs.setdefault("header_factory", headers)
         return schema_checked(XdsClient(server.url, **kwargs))  # type: ignore[arg-type]
 
     return make

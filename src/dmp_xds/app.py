@@ -27,6 +27,9 @@ from .registry.service import RegistryService
 from .repository.service import RepositoryService
 from .repository.store import open_store
 from .resources import resource_dir
+from .security.authenticate import Authenticator
+from .security.faults import SecurityFault
+from .security.principal import Principal
 from .soap.envelope import (
     Limits,
     SoapRequest,
@@ -37,6 +40,7 @@ from .soap.envelope import (
 from .soap.wsdl import WsdlPublisher
 
 log = logging.getLogger("dmp_xds.request")
+security_log = logging.getLogger("dmp_xds.security")
 
 Handler = Callable[[Call], Reply]
 
@@ -61,8 +65,13 @@ class Application:
             max_body_bytes=settings.max_body_bytes,
             max_xml_bytes=settings.max_xml_bytes,
             max_attachments=settings.max_attachments,
+            max_depth=settings.max_xml_depth,
         )
         self.wsdl = WsdlPublisher(resource_dir("wsdl"), resource_dir("schemas"))
+        # Security is always on: without a trust store every call is refused (said here).
+        self.authenticator = Authenticator.from_settings(settings, self.engine)
+        for problem in self.authenticator.problems():
+            security_log.warning("security configuration: %s", problem)
         registry = RegistryService(self.engine, max_query_results=settings.max_query_results)
         repository = RepositoryService(
             self.engine, self.store, repository_unique_id=settings.repository_unique_id
@@ -149,7 +158,10 @@ class Application:
             request = read_soap_request(environ, self.store.spool_dir, self.limits)
             action = self._action(request, environ, endpoint)
             facts["action"] = action
-            call = Call(request, request_id, principal=self._authenticate(request))
+            # Transport errors (above) come first: malformed XML never reaches xmlsec.
+            principal = self._authenticate(request, environ)
+            facts.update(principal.log_facts())
+            call = Call(request, request_id, principal=principal)
             reply = endpoint.handlers[action](call)
             facts.update(call.log)
             facts["status"] = reply.payload.get("status") or _nested_status(reply.payload)
@@ -160,6 +172,25 @@ class Application:
                 relates_to=request.addressing.message_id,
                 attachments=reply.attachments,
                 force_mtom=reply.force_mtom,
+            )
+        except SecurityFault as fault:
+            facts["fault"] = fault.reason
+            facts["security_check"] = fault.check
+            security_log.warning(
+                "call refused",
+                extra={
+                    "request_id": request_id,
+                    "endpoint": endpoint.path,
+                    "check": fault.check,
+                    "subcode": fault.subcode[1] if fault.subcode else None,
+                    "reason": fault.reason,
+                    "remote_addr": environ.get("REMOTE_ADDR"),
+                },
+            )
+            response = fault_response(
+                request.version if request else None,
+                fault,
+                relates_to=request.addressing.message_id if request else None,
             )
         except SoapFault as fault:
             facts["fault"] = fault.reason
@@ -197,9 +228,9 @@ class Application:
             )
         return action
 
-    def _authenticate(self, request: SoapRequest) -> None:
-        """Hook for the VIHF layer (WS-Security SAML assertion -> Principal)."""
-        return None
+    def _authenticate(self, request: SoapRequest, environ: dict[str, Any]) -> Principal:
+        """The VIHF check, once per request, before any handler (raises SecurityFault)."""
+        return self.authenticator.authenticate(request, environ)
 
 
 def _nested_status(payload: etree._Element) -> str | None:

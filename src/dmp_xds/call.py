@@ -11,6 +11,8 @@ from typing import Any
 
 from lxml import etree
 
+from .metadata.datatypes import PatientId
+from .security.principal import Principal
 from .soap.envelope import SoapRequest
 from .soap.mtom import OutPart
 
@@ -19,12 +21,19 @@ from .soap.mtom import OutPart
 class Call:
     request: SoapRequest
     request_id: str
-    principal: Any = None  # security.Principal once the VIHF layer is in place
+    # The verified VIHF (security.principal.Principal); the application always sets it, None
+    # only where a test builds a Call by hand (policy checks then refuse).
+    principal: Principal | None = None
     log: dict[str, Any] = field(default_factory=dict)  # facts for the request's log line
 
     @property
     def payload(self) -> etree._Element:
         return self.request.payload
+
+    @property
+    def authorised_patient(self) -> PatientId | None:
+        """The patient the VIHF names: the only record this call may touch."""
+        return self.principal.patient if self.principal is not None else None
 
 
 @dataclass

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from . import __version__, logs
 from .config import Settings
+from .security import commands as security_commands
 
 log = logging.getLogger("dmp_xds")
 
@@ -42,12 +43,23 @@ def database(settings: Settings, *, apply_migrations: bool = True) -> Iterator[S
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     from .server import run
 
+    settings = security_commands.with_test_pki(settings, args.pki)
+    problem = security_commands.configuration_error(settings)
+    if problem:
+        print(f"configuration error: {problem}", file=sys.stderr)
+        return 2
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     with database(settings) as ready:
         host_port = ready.listen
-        print(f"dmp-xds {__version__} listening on http://{host_port}", flush=True)
+        scheme = "https" if ready.tls_cert else "http"
+        print(f"dmp-xds {__version__} listening on {scheme}://{host_port}", flush=True)
         for path in ("/xds/repository", "/xds/registry"):
-            print(f"  http://{host_port}{path}   (WSDL: http://{host_port}{path}?wsdl)", flush=True)
+            url = f"{scheme}://{host_port}{path}"
+            print(f"  {url}   (WSDL: {url}?wsdl)", flush=True)
+        if ready.trust_store is None:
+            print("  WARNING: no trust store (DMP_XDS_TRUST_STORE): every call is refused")
+        if not ready.homologated_software:
+            print("  WARNING: no DMP_XDS_HOMOLOGATED_SOFTWARE: every call is refused")
         print(f"  document store: {ready.effective_store_url}", flush=True)
         if settings.database_url is None:
             print(f"  embedded PostgreSQL: {ready.embedded_pg_dir}", flush=True)
@@ -80,6 +92,39 @@ def cmd_patient(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_gc(settings: Settings, args: argparse.Namespace) -> int:
+    from .registry.database import make_engine
+    from .repository.maintenance import collect_garbage, gc_summary
+    from .repository.store import open_store
+
+    grace = settings.gc_grace_s if args.grace_s is None else args.grace_s
+    with database(settings, apply_migrations=False) as ready:
+        engine = make_engine(ready.database_url or "", pool_size=1)
+        try:
+            store = open_store(ready.effective_store_url)
+            report = collect_garbage(engine, store, grace_s=grace, dry_run=args.dry_run)
+        finally:
+            engine.dispose()
+    print("\n".join(gc_summary(report)))
+    return 1 if report.failed else 0
+
+
+def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
+    from .registry.database import make_engine
+    from .repository.maintenance import verify, verify_summary
+    from .repository.store import open_store
+
+    with database(settings, apply_migrations=False) as ready:
+        engine = make_engine(ready.database_url or "", pool_size=1)
+        try:
+            store = open_store(ready.effective_store_url)
+            report = verify(engine, store, repository_unique_id=settings.repository_unique_id)
+        finally:
+            engine.dispose()
+    print("\n".join(verify_summary(report)))
+    return 0 if report.healthy else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dmp-xds", description="IHE XDS.b registry and repository for DMP-style records"
@@ -90,6 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
         "serve", help="run the SOAP server (starts embedded PostgreSQL if needed)"
     )
     serve.set_defaults(func=cmd_serve)
+    security_commands.add_serve_option(serve)
+    security_commands.add_parsers(sub)
     migrate = sub.add_parser("migrate", help="apply the database migrations")
     migrate.set_defaults(func=cmd_migrate)
     patient = sub.add_parser("patient", help="manage known patient ids")
@@ -97,6 +144,26 @@ def build_parser() -> argparse.ArgumentParser:
     create = patient_sub.add_parser("create", help="register a patient id (CX: id^^^&OID&ISO)")
     create.add_argument("patient_id")
     create.set_defaults(func=cmd_patient)
+    gc = sub.add_parser(
+        "gc",
+        help="remove document bytes no registry entry references, after a grace period; "
+        "and stale spool files",
+    )
+    gc.add_argument("--dry-run", action="store_true", help="report only, remove nothing")
+    gc.add_argument(
+        "--grace-s",
+        type=int,
+        default=None,
+        help="keep anything written less than this many seconds ago (default: "
+        "DMP_XDS_GC_GRACE_S, 86400)",
+    )
+    gc.set_defaults(func=cmd_gc)
+    verify = sub.add_parser(
+        "verify",
+        help="hash every registered document; report missing, corrupt and unreferenced bytes "
+        "(exit status 1 if any registered document is missing or corrupt)",
+    )
+    verify.set_defaults(func=cmd_verify)
     return parser
 
 

@@ -23,6 +23,16 @@ def _int(name: str, default: int) -> int:
         raise ValueError(f"{name} must be an integer, got {raw!r}") from exc
 
 
+def _path(name: str) -> Path | None:
+    value = os.environ.get(name)
+    return Path(value) if value else None
+
+
+def _list(name: str) -> tuple[str, ...]:
+    """A comma-separated list (blank items dropped)."""
+    return tuple(s.strip() for s in os.environ.get(name, "").split(",") if s.strip())
+
+
 @dataclass(frozen=True)
 class Settings:
     """Runtime configuration. Build with :meth:`from_env`; tests build it directly."""
@@ -38,10 +48,27 @@ class Settings:
     max_body_bytes: int = 256 * 1024 * 1024
     max_xml_bytes: int = 32 * 1024 * 1024
     max_attachments: int = 5000
+    max_xml_depth: int = 200  # libxml2 itself stops at 256 (huge_tree is never enabled)
     max_query_results: int = 5000
+    # dmp-xds gc: unreferenced document bytes and spool files younger than this are kept.
+    gc_grace_s: int = 24 * 3600
     trust_store: Path | None = None
     homologated_software: tuple[str, ...] = field(default_factory=tuple)
     clock_skew_s: int = 300
+    # VIHF security (see src/dmp_xds/security/ and README "Security").
+    crl_path: Path | None = None
+    signature_algorithms: tuple[str, ...] = ("rsa-sha256", "rsa-sha1")
+    assertion_max_age_s: int = 300
+    trusted_proxies: tuple[str, ...] = field(default_factory=tuple)
+    client_cert_header: str = "X-SSL-Client-Cert"
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
+    # PDT-INF-579 v4, "Accès LPS" (TLS 1.2), in OpenSSL's names.
+    tls_ciphers: str = (
+        "ECDHE-RSA-CHACHA20-POLY1305:ECDHE-RSA-AES128-GCM-SHA256:"
+        "ECDHE-RSA-AES256-SHA384:ECDHE-RSA-AES256-GCM-SHA384"
+    )
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -59,7 +86,9 @@ class Settings:
             max_body_bytes=_int("DMP_XDS_MAX_BODY_BYTES", cls.max_body_bytes),
             max_xml_bytes=_int("DMP_XDS_MAX_XML_BYTES", cls.max_xml_bytes),
             max_attachments=_int("DMP_XDS_MAX_ATTACHMENTS", cls.max_attachments),
+            max_xml_depth=_int("DMP_XDS_MAX_XML_DEPTH", cls.max_xml_depth),
             max_query_results=_int("DMP_XDS_MAX_QUERY_RESULTS", cls.max_query_results),
+            gc_grace_s=_int("DMP_XDS_GC_GRACE_S", cls.gc_grace_s),
             trust_store=Path(trust) if trust else None,
             homologated_software=tuple(
                 s.strip()
@@ -67,6 +96,15 @@ class Settings:
                 if s.strip()
             ),
             clock_skew_s=_int("DMP_XDS_CLOCK_SKEW_S", cls.clock_skew_s),
+            crl_path=_path("DMP_XDS_CRL_DIR"),
+            signature_algorithms=_list("DMP_XDS_SIGNATURE_ALGORITHMS") or cls.signature_algorithms,
+            assertion_max_age_s=_int("DMP_XDS_ASSERTION_MAX_AGE_S", cls.assertion_max_age_s),
+            trusted_proxies=_list("DMP_XDS_TRUSTED_PROXIES"),
+            client_cert_header=_env("DMP_XDS_CLIENT_CERT_HEADER", cls.client_cert_header),
+            tls_cert=_path("DMP_XDS_TLS_CERT"),
+            tls_key=_path("DMP_XDS_TLS_KEY"),
+            tls_client_ca=_path("DMP_XDS_TLS_CLIENT_CA"),
+            tls_ciphers=_env("DMP_XDS_TLS_CIPHERS", cls.tls_ciphers),
         )
 
     @property

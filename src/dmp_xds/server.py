@@ -3,6 +3,7 @@ real parallelism for lxml and Python work; a buffering proxy belongs in front in
 
 from __future__ import annotations
 
+import ssl
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
@@ -39,5 +40,36 @@ def run(settings: Settings) -> None:
         "accesslog": None,
         "logger_class": "gunicorn.glogging.Logger",
         "proc_name": "dmp-xds",
+        **tls_options(settings),
     }
     _Gunicorn(settings, options).run()
+
+
+def tls_options(settings: Settings) -> dict[str, Any]:
+    """gunicorn options for our own TLS listener (``DMP_XDS_TLS_CERT``/``_KEY``).
+
+    With ``DMP_XDS_TLS_CLIENT_CA`` the listener asks for a client certificate but does not
+    require one (``CERT_OPTIONAL``): indirect-mode callers authenticate by their signed VIHF,
+    direct-mode callers by their card certificate, which the security layer then validates
+    against the trust store itself. TLS 1.2 at least, with PDT-INF-579's cipher suites for 1.2.
+    """
+    if settings.tls_cert is None and settings.tls_key is None:
+        return {}
+    if settings.tls_cert is None or settings.tls_key is None:
+        raise ValueError("DMP_XDS_TLS_CERT and DMP_XDS_TLS_KEY go together")
+    options: dict[str, Any] = {
+        "certfile": str(settings.tls_cert),
+        "keyfile": str(settings.tls_key),
+        "ciphers": settings.tls_ciphers,
+        "ssl_context": _tls12_or_later,
+    }
+    if settings.tls_client_ca is not None:
+        options["ca_certs"] = str(settings.tls_client_ca)
+        options["cert_reqs"] = ssl.CERT_OPTIONAL
+    return options
+
+
+def _tls12_or_later(_config: Any, default_ssl_context_factory: Any) -> ssl.SSLContext:
+    context = default_ssl_context_factory()
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context

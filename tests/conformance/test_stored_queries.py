@@ -56,17 +56,16 @@ def _uuid_of(client: XdsClient, unique_id: str, query: str, param: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def data(server, database_url) -> DataSet:
+def data(server, database_url, client_for) -> DataSet:
     from dmp_xds.registry.database import make_engine
     from dmp_xds.registry.register import create_patient
-    from tests.conftest import schema_checked
 
     pid = new_patient_id()
     engine = make_engine(database_url, pool_size=1)
     with engine.begin() as conn:
         create_patient(conn, pid)
     engine.dispose()
-    client = schema_checked(XdsClient(server.url))
+    client = client_for(pid)  # signs a VIHF for this patient on every call
     docs = {
         f"DE{i}": Doc(f"document {i}".encode(), creation_time=f"2025010{i}120000")
         for i in range(1, 7)

@@ -6,6 +6,8 @@ import pytest
 import requests
 from lxml import etree
 
+from tests.fixtures.metadata import new_patient_id
+
 SOAP12 = "http://www.w3.org/2003/05/soap-envelope"
 SOAP11 = "http://schemas.xmlsoap.org/soap/envelope/"
 WSSE = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd"
@@ -130,8 +132,10 @@ def test_soap11_fault_for_soap11_request(server) -> None:
     assert fault.findtext("faultstring")
 
 
-def test_ws_addressing_reply(server) -> None:
-    response = post(server, envelope(QUERY))
+def test_ws_addressing_reply(server, test_pki) -> None:
+    [vihf] = test_pki.vihf_headers(new_patient_id())()
+    body = envelope(QUERY).replace(b"</s:Header>", etree.tostring(vihf) + b"</s:Header>")
+    response = post(server, body)
     assert response.status_code == 200
     root = etree.fromstring(response.content)
     wsa = "http://www.w3.org/2005/08/addressing"

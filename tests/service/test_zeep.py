@@ -13,7 +13,7 @@ from tests.fixtures.metadata import Doc, submit_objects_request
 RIM = "urn:oasis:names:tc:ebxml-regrep:xsd:rim:3.0"
 
 
-def test_zeep_loads_wsdls_and_runs_a_stored_query(server, client, patient_id) -> None:
+def test_zeep_loads_wsdls_and_runs_a_stored_query(server, client, patient_id, test_pki) -> None:
     doc = Doc(b"seen through zeep")
     result = client.provide_and_register(
         submit_objects_request(patient_id, [doc]), {"Document01": doc.content}
@@ -49,6 +49,7 @@ def test_zeep_loads_wsdls_and_runs_a_stored_query(server, client, patient_id) ->
                 param("$XDSDocumentEntryStatus", f"('{v.APPROVED}')"),
             ],
         },
+        _soapheaders=test_pki.vihf_headers(patient_id)(),  # a signed VIHF, as every call needs
     )
     assert response.status_code == 200
     root = etree.fromstring(response.content)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from lxml import etree
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine, select
 
 from ..call import Call, Reply
 from ..errors import ErrorCode, XdsError, XdsFailure
@@ -12,8 +12,10 @@ from ..metadata.ebrim import adhoc_query_response, object_ref, parse_submission,
 from ..metadata.validation import validate_submission
 from ..metadata.xsd import payload_errors
 from ..namespaces import LCM, QUERY
-from .queries import Found, run_stored_query
-from .query_params import read_query_request
+from ..policy import patient as patient_policy
+from . import tables as t
+from .queries import QUERIES, Found, run_stored_query
+from .query_params import QueryRequest, check_params, read_query_request
 from .register import as_urn, register
 
 
@@ -57,6 +59,8 @@ class RegistryService:
         try:
             expect(call.payload, LCM, "SubmitObjectsRequest")
             sub, errors = parse_submission(call.payload)
+            # Only the VIHF's patient (policy/patient.py: XDSPatientIdDoesNotMatch otherwise).
+            errors += patient_policy.submission_patient_errors(call.authorised_patient, sub)
             errors += validate_submission(sub, registry_side=True)
             with self.engine.begin() as conn:
                 register(conn, sub, prior_errors=errors)
@@ -73,6 +77,10 @@ class RegistryService:
             if errors or req is None:
                 raise XdsFailure(errors)
             call.log["query"] = req.query_id
+            # Find*/GetAll must name the VIHF's patient (policy/patient.py).
+            mismatch = patient_policy.query_errors(call.authorised_patient, req.params)
+            if mismatch:
+                raise XdsFailure(_parameter_errors(req) + mismatch)  # every error at once
             if req.return_type not in ("LeafClass", "ObjectRef"):
                 raise XdsFailure(
                     XdsError(
@@ -83,6 +91,9 @@ class RegistryService:
                 )
             with self.engine.connect() as conn:
                 found = run_stored_query(conn, req, self.max_query_results)
+                if not any(p in req.params for p in patient_policy.PATIENT_PARAMETERS):
+                    # Get* queries name objects: another patient's are left out, as if absent.
+                    found = _visible(conn, found, call)
             call.log["results"] = len(found)
             if req.return_type == "ObjectRef":
                 objects = [object_ref(as_urn(f.entry_uuid)) for f in found]
@@ -91,3 +102,31 @@ class RegistryService:
             return Reply(adhoc_query_response(objects, status=v.RESPONSE_SUCCESS))
         except XdsFailure as failure:
             return Reply(adhoc_query_response((), failure.errors))
+
+
+def _parameter_errors(req: QueryRequest) -> list[XdsError]:
+    """What the stored query itself would also have refused in ``req``."""
+    query = QUERIES.get(req.query_id)
+    return check_params(req, query.params, query.one_of) if query else []
+
+
+def _visible(conn: Connection, found: list[Found], call: Call) -> list[Found]:
+    """The objects of ``found`` that belong to the VIHF's patient."""
+    if not found:
+        return found
+    loc, patient = t.object_locator, t.patient
+    owners = dict(
+        conn.execute(
+            select(loc.c.entry_uuid, patient.c.patient_id)
+            .join(patient, patient.c.patient_key == loc.c.patient_key)
+            .where(loc.c.entry_uuid.in_({f.entry_uuid for f in found}))
+        ).all()
+    )
+    kept = [
+        f
+        for f in found
+        if patient_policy.visible(call.authorised_patient, owners.get(f.entry_uuid))
+    ]
+    if len(kept) != len(found):
+        call.log["hidden"] = len(found) - len(kept)
+    return kept

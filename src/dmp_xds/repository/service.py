@@ -15,6 +15,7 @@ from lxml import etree
 from sqlalchemy import Connection, Engine, Row, select
 
 from ..call import Call, Reply
+from ..cda.consistency import check_documents as check_cda
 from ..errors import ErrorCode, XdsError, XdsFailure
 from ..metadata import vocabulary as v
 from ..metadata.datatypes import is_uuid_urn
@@ -22,10 +23,12 @@ from ..metadata.ebrim import parse_submission, registry_response, set_slot
 from ..metadata.model import DocumentEntry
 from ..metadata.validation import validate_submission
 from ..namespaces import LCM, XDSB
+from ..policy import patient as patient_policy
 from ..registry import tables as t
 from ..registry.register import check, write
 from ..registry.service import expect
 from ..soap.mtom import OutPart, SpooledPart, xop_include
+from .content_lock import hold_for_write
 from .store import CorruptDocument, DocumentStore, MissingDocument, VerifiedReader
 
 log = logging.getLogger(__name__)
@@ -141,12 +144,16 @@ class RepositoryService:
             for doc in sub.documents:
                 if doc.id in contents:
                     errors += _check_content(doc, contents[doc.id], self.repository_unique_id)
+            errors += check_cda(sub.documents, contents)
+            # Only the VIHF's patient (policy/patient.py: XDSPatientIdDoesNotMatch otherwise).
+            errors += patient_policy.submission_patient_errors(call.authorised_patient, sub)
             errors += validate_submission(sub, registry_side=False)
             call.log["documents"] = len(sub.documents)
             with self.engine.begin() as conn:
                 checked = check(conn, sub, errors)
                 keys = {}
                 for entry_id, part in contents.items():
+                    hold_for_write(conn, part.sha256)  # keeps `dmp-xds gc` off these bytes
                     blob = self.store.put_file(part.path, part.sha256)
                     keys[entry_id] = blob.sha256
                 write(conn, checked, keys)
@@ -185,7 +192,10 @@ class RepositoryService:
                     )
                     continue
                 row = self._locate(conn, unique_id)
-                if row is None:
+                # Another patient's document is answered exactly like a missing one.
+                if row is None or not patient_policy.visible(
+                    call.authorised_patient, row.patient_id
+                ):
                     errors.append(
                         XdsError(
                             ErrorCode.DOCUMENT_UNIQUE_ID,
@@ -228,8 +238,9 @@ class RepositoryService:
     def _locate(self, conn: Connection, unique_id: str) -> Row | None:
         loc, de = t.unique_id_locator, t.document_entry
         return conn.execute(
-            select(de.c.content_sha256, de.c.mime_type)
+            select(de.c.content_sha256, de.c.mime_type, t.patient.c.patient_id)
             .join(loc, (loc.c.patient_key == de.c.patient_key))
+            .join(t.patient, t.patient.c.patient_key == de.c.patient_key)
             .where(
                 loc.c.kind == "DocumentEntry",
                 loc.c.unique_id == unique_id,

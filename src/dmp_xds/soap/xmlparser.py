@@ -23,6 +23,7 @@ from lxml import etree
 from ..errors import FaultCode, SoapFault
 
 _local = threading.local()
+_XINCLUDE_PREFIXES = ("{http://www.w3.org/2001/XInclude}", "{http://www.w3.org/2003/XInclude}")
 
 
 def _parser() -> etree.XMLParser:
@@ -63,7 +64,8 @@ def parse_xml(data: bytes, *, max_depth: int = 200) -> etree._Element:
 
 
 def _check_tree(root: etree._Element, max_depth: int) -> None:
-    """One pass over the tree: depth bound, and no processing instruction or entity node."""
+    """One pass over the tree: depth bound, and no processing instruction, entity node or
+    XInclude element."""
     stack: list[tuple[etree._Element, int]] = [(root, 1)]
     while stack:
         element, depth = stack.pop()
@@ -77,6 +79,10 @@ def _check_tree(root: etree._Element, max_depth: int) -> None:
             if isinstance(child, etree._Entity):
                 raise SoapFault(FaultCode.SENDER, "XML entity references are refused")
             if isinstance(child.tag, str):
+                # lxml never runs XInclude unless asked, but an include element has no business
+                # in a SOAP message and a later consumer might process it: refuse it outright.
+                if child.tag.startswith(_XINCLUDE_PREFIXES):
+                    raise SoapFault(FaultCode.SENDER, "XInclude elements are refused")
                 stack.append((child, depth + 1))
 
 
