@@ -436,18 +436,7 @@ class S3Store:
 
     def iter_keys(self) -> Iterator[str]:
         """Keys in sorted order (S3 lists in key order); foreign objects are skipped."""
-        pages = self.client.get_paginator("list_objects_v2").paginate(
-            Bucket=self.bucket, Prefix=self.prefix + "sha256/"
-        )
-        for page in pages:
-            for item in page.get("Contents", ()):
-                name = item["Key"][len(self.prefix) :]
-                candidate = name.rsplit("/", 1)[-1]
-                try:
-                    if blob_path(candidate) == name:
-                        yield candidate
-                except ValueError:
-                    continue
+        return (blob.key for blob in self.iter_blobs())
 
     def iter_blobs(self) -> Iterator[BlobInfo]:
         """Keys with Size and LastModified, straight from the listing (no HEAD per object)."""
