@@ -10,8 +10,6 @@ untrusted input too.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import copy
 import shutil
 import tempfile
@@ -24,11 +22,11 @@ import requests
 from lxml import etree
 
 from ..errors import SoapFault
-from ..namespaces import SOAP11, SOAP12, WSA, XOP
+from ..namespaces import SOAP11, SOAP12, WSA
 from ..soap.envelope import WSA_ANONYMOUS, Limits, SoapVersion
 from ..soap.mtom import (
     OutPart,
-    cid_from_href,
+    element_content,
     file_chunks,
     mtom_body,
     parse_content_type,
@@ -81,16 +79,11 @@ class SoapReply:
 
     def attachment_for(self, element: etree._Element) -> bytes | None:
         """The bytes ``element`` carries: its xop:Include's part, or inline base64 text."""
-        include = element.find(f"{{{XOP}}}Include")
-        if include is not None:
-            return self.attachments.get(cid_from_href(include.get("href", "")))
-        text = "".join((element.text or "").split())
-        if not text:
-            return None
         try:
-            return base64.b64decode(text, validate=True)
-        except (binascii.Error, ValueError):
+            content_id, data = element_content(element)
+        except ValueError:
             raise ClientError("invalid inline base64 content in the response") from None
+        return self.attachments.get(content_id) if content_id is not None else data
 
 
 class _SizedBody:

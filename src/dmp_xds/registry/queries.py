@@ -605,6 +605,14 @@ def get_all(conn: Connection, req: QueryRequest, limit: int) -> list[Found]:
     return _limited(found + links, limit)
 
 
+def _identity_params(prefix: str, *, multiple: bool = True) -> tuple[Param, Param]:
+    """The two ways a Get* query names its objects: entryUUID or uniqueId."""
+    return (
+        Param(prefix + "EntryUUID", multiple=multiple),
+        Param(prefix + "UniqueId", multiple=multiple),
+    )
+
+
 _ONE_DE = ((_DE + "EntryUUID", _DE + "UniqueId"),)
 QUERIES: dict[str, StoredQuery] = {
     q.query_id: q
@@ -627,14 +635,14 @@ QUERIES: dict[str, StoredQuery] = {
         StoredQuery(
             "GetDocuments",
             v.GET_DOCUMENTS,
-            (Param(_DE + "EntryUUID"), Param(_DE + "UniqueId"), *GET_PARAMS_COMMON),
+            (*_identity_params(_DE), *GET_PARAMS_COMMON),
             get_documents,
             one_of=_ONE_DE,
         ),
         StoredQuery(
             "GetFolders",
             v.GET_FOLDERS,
-            (Param(_FOL + "EntryUUID"), Param(_FOL + "UniqueId"), *GET_PARAMS_COMMON),
+            (*_identity_params(_FOL), *GET_PARAMS_COMMON),
             get_folders,
             one_of=((_FOL + "EntryUUID", _FOL + "UniqueId"),),
         ),
@@ -647,7 +655,7 @@ QUERIES: dict[str, StoredQuery] = {
         StoredQuery(
             "GetDocumentsAndAssociations",
             v.GET_DOCUMENTS_AND_ASSOCIATIONS,
-            (Param(_DE + "EntryUUID"), Param(_DE + "UniqueId"), *GET_PARAMS_COMMON),
+            (*_identity_params(_DE), *GET_PARAMS_COMMON),
             get_documents_and_associations,
             one_of=_ONE_DE,
         ),
@@ -661,8 +669,7 @@ QUERIES: dict[str, StoredQuery] = {
             "GetSubmissionSetAndContents",
             v.GET_SUBMISSION_SET_AND_CONTENTS,
             (
-                Param(_SS + "EntryUUID", multiple=False),
-                Param(_SS + "UniqueId", multiple=False),
+                *_identity_params(_SS, multiple=False),
                 *MEMBER_FILTER_PARAMS,
                 *GET_PARAMS_COMMON,
             ),
@@ -673,8 +680,7 @@ QUERIES: dict[str, StoredQuery] = {
             "GetFolderAndContents",
             v.GET_FOLDER_AND_CONTENTS,
             (
-                Param(_FOL + "EntryUUID", multiple=False),
-                Param(_FOL + "UniqueId", multiple=False),
+                *_identity_params(_FOL, multiple=False),
                 *MEMBER_FILTER_PARAMS,
                 *GET_PARAMS_COMMON,
             ),
@@ -685,8 +691,7 @@ QUERIES: dict[str, StoredQuery] = {
             "GetFoldersForDocument",
             v.GET_FOLDERS_FOR_DOCUMENT,
             (
-                Param(_DE + "EntryUUID", multiple=False),
-                Param(_DE + "UniqueId", multiple=False),
+                *_identity_params(_DE, multiple=False),
                 *GET_PARAMS_COMMON,
             ),
             get_folders_for_document,
@@ -696,8 +701,7 @@ QUERIES: dict[str, StoredQuery] = {
             "GetRelatedDocuments",
             v.GET_RELATED_DOCUMENTS,
             (
-                Param(_DE + "EntryUUID", multiple=False),
-                Param(_DE + "UniqueId", multiple=False),
+                *_identity_params(_DE, multiple=False),
                 Param("$AssociationTypes", required=True),
                 Param(_DE + "Type"),
                 *GET_PARAMS_COMMON,

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
-from copy import deepcopy
 from dataclasses import dataclass
 
 from lxml import etree
@@ -37,9 +36,12 @@ def as_urn(value: uuid.UUID) -> str:
 
 def fragment(element: etree._Element) -> str:
     """The stored LeafClass form of an object: its element without status (set when answered)."""
-    copy = deepcopy(element)
-    copy.attrib.pop("status", None)
-    return etree.tostring(copy, encoding="unicode")
+    status = element.attrib.pop("status", None)
+    try:
+        return etree.tostring(element, encoding="unicode")
+    finally:
+        if status is not None:
+            element.set("status", status)
 
 
 def patient_key(conn: Connection, patient_id: str) -> int | None:

@@ -49,6 +49,7 @@ from .store import (
     StoredBlob,
     VerifiedReader,
     blob_path,
+    blob_status,
     clean_spool_dir,
     validate_key,
 )
@@ -226,15 +227,7 @@ class S3Store:
     def _put_single(self, body: IO[bytes], key: str, size: int, *, retry: bool = True) -> bool:
         """Conditional PUT with the SHA-256 for the server to check; False if already stored."""
         try:
-            self.client.put_object(
-                Bucket=self.bucket,
-                Key=self.object_key(key),
-                Body=body,
-                ContentLength=size,
-                ContentType="application/octet-stream",
-                ChecksumSHA256=_b64(key),
-                IfNoneMatch="*",
-            )
+            self._put_object(body, key, size, conditional=True)
         except ClientError as exc:
             if _error_code(exc) in ("PreconditionFailed", "ConditionalRequestConflict"):
                 return self._after_precondition_failed(body, key, size, retry=retry)
@@ -242,6 +235,19 @@ class S3Store:
         except BotoCoreError as exc:
             raise S3StoreError("put", key, type(exc).__name__, str(exc)) from exc
         return True
+
+    def _put_object(self, body: IO[bytes], key: str, size: int, *, conditional: bool) -> None:
+        """One PUT carrying our SHA-256 for the server to check; ``conditional`` never
+        overwrites (If-None-Match)."""
+        self.client.put_object(
+            Bucket=self.bucket,
+            Key=self.object_key(key),
+            Body=body,
+            ContentLength=size,
+            ContentType="application/octet-stream",
+            ChecksumSHA256=_b64(key),
+            **({"IfNoneMatch": "*"} if conditional else {}),
+        )
 
     def _after_precondition_failed(
         self, body: IO[bytes], key: str, size: int, *, retry: bool
@@ -270,14 +276,7 @@ class S3Store:
             self._put_multipart(body, key, size, conditional=False)
             return
         try:
-            self.client.put_object(
-                Bucket=self.bucket,
-                Key=self.object_key(key),
-                Body=body,
-                ContentLength=size,
-                ContentType="application/octet-stream",
-                ChecksumSHA256=_b64(key),
-            )
+            self._put_object(body, key, size, conditional=False)
         except (ClientError, BotoCoreError) as exc:
             code = _error_code(exc) if isinstance(exc, ClientError) else type(exc).__name__
             raise S3StoreError("put", key, code, str(exc)) from exc
@@ -426,13 +425,7 @@ class S3Store:
         return self._head(sha256) is not None
 
     def check(self, sha256: str) -> BlobStatus:
-        try:
-            self.open(sha256).close()
-        except MissingDocument:
-            return BlobStatus.MISSING
-        except CorruptDocument:
-            return BlobStatus.CORRUPT
-        return BlobStatus.OK
+        return blob_status(self, sha256)
 
     def iter_keys(self) -> Iterator[str]:
         """Keys in sorted order (S3 lists in key order); foreign objects are skipped."""

@@ -256,6 +256,17 @@ class DocumentStore(Protocol):
         ...
 
 
+def blob_status(store: DocumentStore, sha256: str) -> BlobStatus:
+    """Whether a blob is intact, missing or corrupt, by opening it (which verifies it)."""
+    try:
+        store.open(sha256).close()
+    except MissingDocument:
+        return BlobStatus.MISSING
+    except CorruptDocument:
+        return BlobStatus.CORRUPT
+    return BlobStatus.OK
+
+
 def _fsync_dir(path: Path) -> None:
     """Make a directory's entries (a new link, a removed name, a new subdirectory) durable.
 
@@ -432,13 +443,7 @@ class FileStore:
         return self.path_of(sha256).is_file()
 
     def check(self, sha256: str) -> BlobStatus:
-        try:
-            self.open(sha256).close()
-        except MissingDocument:
-            return BlobStatus.MISSING
-        except CorruptDocument:
-            return BlobStatus.CORRUPT
-        return BlobStatus.OK
+        return blob_status(self, sha256)
 
     def iter_keys(self) -> Iterator[str]:
         """Keys in sorted order; entries that are not well-formed blobs are skipped."""

@@ -11,8 +11,6 @@ by :func:`fault_response` with the reason only, never a traceback or the request
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
 import uuid
 from collections.abc import Iterable, Sequence
@@ -33,6 +31,7 @@ from .mtom import (
     SpooledPart,
     body_chunks,
     cid_from_href,
+    element_content,
     mtom_body,
     parse_content_type,
     read_multipart,
@@ -130,19 +129,17 @@ class SoapRequest:
         Inline content is spooled like an attachment so that callers handle one kind of thing;
         each call spools a new copy, so call it once per element.
         """
-        include = element.find(f"{{{XOP}}}Include")
-        if include is not None:
-            return self.attachments.get(cid_from_href(include.get("href", "")))
-        text = "".join((element.text or "").split())
-        if not text:
-            return None
         where = element.get("id", "")
         try:
-            data = base64.b64decode(text, validate=True)
-        except (binascii.Error, ValueError):
+            content_id, data = element_content(element)
+        except ValueError:
             raise SoapFault(
                 FaultCode.SENDER, f"invalid base64 content in element with id {where!r}"
             ) from None
+        if content_id is not None:
+            return self.attachments.get(content_id)
+        if data is None:
+            return None
         writer = HashingWriter(self.spool_dir)
         self._inline.append(writer.path)
         try:

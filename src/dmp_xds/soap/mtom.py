@@ -16,6 +16,8 @@ python-multipart's, because that library has had several denial-of-service advis
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import hashlib
 import os
@@ -492,6 +494,24 @@ def xop_include(parent: etree._Element, content_id: str) -> None:
         {"href": "cid:" + quote(content_id, safe=_CID_SAFE)},
         nsmap={"xop": XOP},
     )
+
+
+def element_content(element: etree._Element) -> tuple[str | None, bytes | None]:
+    """What an element carrying a document holds: ``(content_id, None)`` for an xop:Include,
+    ``(None, bytes)`` for inline base64, ``(None, None)`` when it is empty.
+
+    Raises ValueError for inline text that is not strict base64.
+    """
+    include = element.find(f"{{{XOP}}}Include")
+    if include is not None:
+        return cid_from_href(include.get("href", "")), None
+    text = "".join((element.text or "").split())
+    if not text:
+        return None, None
+    try:
+        return None, base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("invalid base64 content") from None
 
 
 def cid_from_href(href: str) -> str:
