@@ -84,6 +84,7 @@ class Application:
                     "XDS.b_DocumentRegistry.wsdl",
                     {
                         v.ACTION_REGISTER: registry.register,
+                        v.ACTION_UPDATE: registry.update,
                         v.ACTION_STORED_QUERY: registry.stored_query,
                     },
                     {

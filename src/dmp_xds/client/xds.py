@@ -29,6 +29,7 @@ ACTION_PNR = "urn:ihe:iti:2007:ProvideAndRegisterDocumentSet-b"
 ACTION_REGISTER = "urn:ihe:iti:2007:RegisterDocumentSet-b"
 ACTION_STORED_QUERY = "urn:ihe:iti:2007:RegistryStoredQuery"
 ACTION_RETRIEVE = "urn:ihe:iti:2007:RetrieveDocumentSet"
+ACTION_UPDATE = "urn:ihe:iti:2010:UpdateDocumentSet"
 RESPONSE_ACTIONS = {
     ACTION_PNR: "urn:ihe:iti:2007:ProvideAndRegisterDocumentSet-bResponse",
     ACTION_REGISTER: "urn:ihe:iti:2007:RegisterDocumentSet-bResponse",
@@ -243,9 +244,14 @@ class XdsClient:
 
     def register(self, submit_objects_request: etree._Element) -> RegistryResult:
         """ITI-42: register metadata directly with the registry."""
-        reply = self._call(
-            self.registry_path, ACTION_REGISTER, copy.deepcopy(submit_objects_request)
-        )
+        return self._submit(ACTION_REGISTER, submit_objects_request)
+
+    def update(self, submit_objects_request: etree._Element) -> RegistryResult:
+        """ITI-57: new metadata versions and availability-status changes."""
+        return self._submit(ACTION_UPDATE, submit_objects_request)
+
+    def _submit(self, action: str, submit_objects_request: etree._Element) -> RegistryResult:
+        reply = self._call(self.registry_path, action, copy.deepcopy(submit_objects_request))
         status, errors = parse_registry_response(reply.payload)  # type: ignore[arg-type]
         return RegistryResult(status, errors, reply)
 

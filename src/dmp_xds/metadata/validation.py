@@ -198,11 +198,14 @@ def _folder(c: _Checker, fol: Folder) -> None:
         c.fail("codeList is missing", f"{where} / codeList")
 
 
-def validate_submission(sub: Submission, *, registry_side: bool) -> list[XdsError]:
+def validate_submission(
+    sub: Submission, *, registry_side: bool, update: bool = False
+) -> list[XdsError]:
     """All database-free problems of ``sub``.
 
-    ``registry_side`` is True for ITI-42 (the submitter must give hash, size and
-    repositoryUniqueId) and False for ITI-41 (the repository computes them).
+    ``registry_side`` is True for ITI-42 and ITI-57 (the submitter must give hash, size and
+    repositoryUniqueId) and False for ITI-41 (the repository computes them); ``update`` admits
+    the ITI-57 UpdateAvailabilityStatus association.
     """
     code = ErrorCode.REGISTRY_METADATA if registry_side else ErrorCode.REPOSITORY_METADATA
     c = _Checker(code)
@@ -219,7 +222,9 @@ def validate_submission(sub: Submission, *, registry_side: bool) -> list[XdsErro
         _folder(c, fol)
     _patient_consistency(c, sub)
     _unique_ids(c, sub)
-    _associations(c, sub)
+    _associations(
+        c, sub, v.ASSOCIATION_TYPES | ({v.UPDATE_AVAILABILITY_STATUS} if update else set())
+    )
     return c.errors
 
 
@@ -259,13 +264,13 @@ def _unique_ids(c: _Checker, sub: Submission) -> None:
             )
 
 
-def _associations(c: _Checker, sub: Submission) -> None:
+def _associations(c: _Checker, sub: Submission, types: frozenset[str]) -> None:
     ss = sub.submission_set
     local = {o.id for o in sub.objects()}
     members: set[str] = set()
     for assoc in sub.associations:
         where = assoc.label
-        if assoc.type not in v.ASSOCIATION_TYPES:
+        if assoc.type not in types:
             c.fail(
                 f"associationType {assoc.type!r} is not an XDS association type",
                 f"{where} / associationType",

@@ -64,6 +64,11 @@ ASSOCIATION_TYPES: Final = RELATIONSHIP_TYPES | {HAS_MEMBER}
 APPROVED: Final = "urn:oasis:names:tc:ebxml-regrep:StatusType:Approved"
 DEPRECATED: Final = "urn:oasis:names:tc:ebxml-regrep:StatusType:Deprecated"
 SUBMITTED: Final = "urn:oasis:names:tc:ebxml-regrep:StatusType:Submitted"
+# The DMP's own availability statuses (ITI-57 UpdateAvailabilityStatus, CI-SIS): archived
+# documents stay for medico-legal purposes, deleted ones leave every view.
+ARCHIVED: Final = "urn:asip:ci-sis:2010:StatusType:Archived"
+DELETED: Final = "urn:asip:ci-sis:2010:StatusType:Deleted"
+AVAILABILITY_STATUSES: Final = frozenset({APPROVED, DEPRECATED, ARCHIVED, DELETED})
 
 RESPONSE_SUCCESS: Final = "urn:oasis:names:tc:ebxml-regrep:ResponseStatusType:Success"
 RESPONSE_FAILURE: Final = "urn:oasis:names:tc:ebxml-regrep:ResponseStatusType:Failure"

@@ -66,7 +66,7 @@ def create_patient(conn: Connection, patient_id: str) -> tuple[int, bool]:
 
 
 @dataclass(frozen=True, slots=True)
-class _Existing:
+class Existing:
     kind: str
     status: str | None
 
@@ -77,7 +77,28 @@ class Checked:
 
     sub: Submission
     patient_key: int
-    existing: dict[str, _Existing]
+    existing: dict[str, Existing]
+
+
+def submission_patient_key(conn: Connection, sub: Submission, errors: list[XdsError]) -> int | None:
+    """The registry key of the SubmissionSet's patient; XDSUnknownPatientId added to
+    ``errors`` when the registry does not know it (a malformed id is validation's to report)."""
+    ss = sub.submission_sets[0] if sub.submission_sets else None
+    if ss is None or not ss.patient_id:
+        return None
+    try:
+        key = patient_key(conn, ss.patient_id)
+    except ValueError:
+        return None
+    if key is None:
+        errors.append(
+            XdsError(
+                ErrorCode.UNKNOWN_PATIENT_ID,
+                f"patient {parse_patient_id(ss.patient_id)} is not known to the registry",
+                f"{ss.label} / patientId",
+            )
+        )
+    return key
 
 
 def check(conn: Connection, sub: Submission, prior_errors: Sequence[XdsError] = ()) -> Checked:
@@ -87,24 +108,9 @@ def check(conn: Connection, sub: Submission, prior_errors: Sequence[XdsError] = 
     Raises :class:`XdsFailure` when anything is wrong.
     """
     errors = list(prior_errors)
-    ss = sub.submission_sets[0] if sub.submission_sets else None
-    key = None
-    if ss is not None and ss.patient_id:
-        try:
-            key = patient_key(conn, ss.patient_id)
-        except ValueError:
-            key = None  # malformed: already reported by validation
-        else:
-            if key is None:
-                errors.append(
-                    XdsError(
-                        ErrorCode.UNKNOWN_PATIENT_ID,
-                        f"patient {parse_patient_id(ss.patient_id)} is not known to the registry",
-                        f"{ss.label} / patientId",
-                    )
-                )
-    errors += _check_unique_ids(conn, sub)
-    existing = _check_references(conn, sub, key, errors)
+    key = submission_patient_key(conn, sub, errors)
+    errors += check_unique_ids(conn, sub)
+    existing = check_references(conn, sub, key, errors)
     if errors or key is None:
         raise XdsFailure(errors)
     return Checked(sub, key, existing)
@@ -124,14 +130,14 @@ def write(
     for assoc in sub.associations:
         assoc.element.set("status", v.APPROVED)
     try:
-        _insert_submission_set(conn, key, ss)
+        insert_submission_set(conn, key, ss)
         for doc in sub.documents:
-            _insert_document(conn, key, doc, (content_keys or {}).get(doc.id))
+            insert_document(conn, key, doc, (content_keys or {}).get(doc.id))
         for fol in sub.folders:
             _insert_folder(conn, key, fol, submission_time)
         for assoc in sub.associations:
-            _insert_association(conn, key, assoc)
-        _insert_locators(conn, key, sub)
+            insert_association(conn, key, assoc)
+        insert_locators(conn, key, sub)
     except IntegrityError as exc:
         # A concurrent submission took a uniqueId or entryUUID between our check and insert.
         raise XdsFailure(
@@ -150,7 +156,7 @@ def register(conn: Connection, sub: Submission, prior_errors: Sequence[XdsError]
     write(conn, check(conn, sub, prior_errors))
 
 
-def _check_unique_ids(conn: Connection, sub: Submission) -> list[XdsError]:
+def check_unique_ids(conn: Connection, sub: Submission) -> list[XdsError]:
     wanted = (
         {("DocumentEntry", d.unique_id): d for d in sub.documents if d.unique_id}
         | {("SubmissionSet", s.unique_id): s for s in sub.submission_sets if s.unique_id}
@@ -216,9 +222,9 @@ def _document_duplicate(conn: Connection, doc: DocumentEntry, pkey: int) -> list
     ]
 
 
-def _check_references(
+def check_references(
     conn: Connection, sub: Submission, key: int | None, errors: list[XdsError]
-) -> dict[str, _Existing]:
+) -> dict[str, Existing]:
     """Resolve association ends that are not in the submission; report the unusable ones."""
     local = {o.id for o in sub.objects()}
     new_ids = [as_uuid(o.id) for o in sub.objects() if is_uuid_urn(o.id)]
@@ -243,7 +249,7 @@ def _check_references(
         for ref in (a.source, a.target)
         if ref not in local and is_uuid_urn(ref)  # other refs: reported by validation
     }
-    existing: dict[str, _Existing] = {}
+    existing: dict[str, Existing] = {}
     if refs:
         loc = t.object_locator
         rows = conn.execute(
@@ -269,7 +275,7 @@ def _check_references(
                         table.c.patient_key == pkey, table.c.entry_uuid == entry
                     )
                 ).scalar_one_or_none()
-            existing[urn] = _Existing(kind, status)
+            existing[urn] = Existing(kind, status)
     for assoc in sub.associations:
         for ref in (assoc.source, assoc.target):
             if ref in refs and ref not in existing:
@@ -317,7 +323,7 @@ def _codes(codes: list) -> list[str]:
     return [c.key for c in codes]
 
 
-def _insert_submission_set(conn: Connection, key: int, ss: SubmissionSet) -> None:
+def insert_submission_set(conn: Connection, key: int, ss: SubmissionSet) -> None:
     conn.execute(
         t.submission_set.insert().values(
             patient_key=key,
@@ -333,9 +339,16 @@ def _insert_submission_set(conn: Connection, key: int, ss: SubmissionSet) -> Non
     )
 
 
-def _insert_document(
-    conn: Connection, key: int, doc: DocumentEntry, content_sha256: str | None
+def insert_document(
+    conn: Connection,
+    key: int,
+    doc: DocumentEntry,
+    content_sha256: str | None,
+    *,
+    version: int = 1,
+    status: str = v.APPROVED,
 ) -> None:
+    """One DocumentEntry row (``version`` > 1 for ITI-57 updates, which keep the lid)."""
     lid = doc.lid or doc.id
     doc.element.set("lid", lid)
     conn.execute(
@@ -343,9 +356,9 @@ def _insert_document(
             patient_key=key,
             entry_uuid=as_uuid(doc.id),
             logical_id=as_uuid(lid),
-            version=1,
+            version=version,
             unique_id=doc.unique_id,
-            status=v.APPROVED,
+            status=status,
             object_type=doc.object_type,
             mime_type=doc.mime_type,
             class_code=doc.class_code.key if doc.class_code else None,
@@ -389,7 +402,7 @@ def _insert_folder(conn: Connection, key: int, fol: Folder, submission_time: str
     )
 
 
-def _insert_association(conn: Connection, key: int, assoc: Association) -> None:
+def insert_association(conn: Connection, key: int, assoc: Association) -> None:
     conn.execute(
         t.association.insert().values(
             patient_key=key,
@@ -403,7 +416,11 @@ def _insert_association(conn: Connection, key: int, assoc: Association) -> None:
     )
 
 
-def _insert_locators(conn: Connection, key: int, sub: Submission) -> None:
+def insert_locators(
+    conn: Connection, key: int, sub: Submission, *, new_unique_ids: bool = True
+) -> None:
+    """Locator rows for every object; uniqueIds only for new objects (an ITI-57 version
+    shares its uniqueId with the versions before it)."""
     conn.execute(
         t.object_locator.insert(),
         [
@@ -411,13 +428,15 @@ def _insert_locators(conn: Connection, key: int, sub: Submission) -> None:
             for o in sub.objects()
         ],
     )
-    conn.execute(
-        t.unique_id_locator.insert(),
-        [
-            {"kind": type(o).__name__, "unique_id": o.unique_id, "patient_key": key}
-            for o in (*sub.submission_sets, *sub.documents, *sub.folders)
-        ],
-    )
+    owners = (*sub.submission_sets, *sub.documents, *sub.folders) if new_unique_ids else ()
+    if owners:
+        conn.execute(
+            t.unique_id_locator.insert(),
+            [
+                {"kind": type(o).__name__, "unique_id": o.unique_id, "patient_key": key}
+                for o in owners
+            ],
+        )
 
 
 def _apply_relationships(conn: Connection, key: int, sub: Submission) -> None:
@@ -501,14 +520,14 @@ def _touch_folders(
     conn: Connection,
     key: int,
     sub: Submission,
-    existing: Mapping[str, _Existing],
+    existing: Mapping[str, Existing],
     submission_time: str,
 ) -> None:
     """Existing folders that receive documents get a new lastUpdateTime."""
     touched = [
         a.source
         for a in sub.associations
-        if a.type == v.HAS_MEMBER and existing.get(a.source, _Existing("", None)).kind == "Folder"
+        if a.type == v.HAS_MEMBER and existing.get(a.source, Existing("", None)).kind == "Folder"
     ]
     _set_last_update(conn, key, touched, submission_time)
 

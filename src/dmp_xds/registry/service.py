@@ -17,6 +17,7 @@ from . import tables as t
 from .queries import QUERIES, Found, run_stored_query
 from .query_params import QueryRequest, check_params, read_query_request
 from .register import as_urn, register
+from .update import update_document_set
 
 
 def expect(
@@ -64,6 +65,20 @@ class RegistryService:
             errors += validate_submission(sub, registry_side=True)
             with self.engine.begin() as conn:
                 register(conn, sub, prior_errors=errors)
+            call.log["documents"] = len(sub.documents)
+            return Reply(registry_response())
+        except XdsFailure as failure:
+            return Reply(registry_response(failure.errors))
+
+    def update(self, call: Call) -> Reply:
+        """ITI-57: new document versions and availability-status changes (registry/update.py)."""
+        try:
+            expect(call.payload, LCM, "SubmitObjectsRequest")
+            sub, errors = parse_submission(call.payload)
+            errors += patient_policy.submission_patient_errors(call.authorised_patient, sub)
+            errors += validate_submission(sub, registry_side=True, update=True)
+            with self.engine.begin() as conn:
+                update_document_set(conn, sub, errors)
             call.log["documents"] = len(sub.documents)
             return Reply(registry_response())
         except XdsFailure as failure:
