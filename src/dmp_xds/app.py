@@ -17,11 +17,12 @@ from typing import Any
 
 from lxml import etree
 
+from .audit.trail import AuditEvent, Auditor
 from .call import Call, Reply
 from .config import Settings
 from .errors import FaultCode, SoapFault
 from .metadata import vocabulary as v
-from .namespaces import LCM, QUERY, WSA, XDSB
+from .namespaces import LCM, QUERY, RS, WSA, XDSB
 from .registry.database import make_engine
 from .registry.service import RegistryService
 from .repository.service import RepositoryService
@@ -70,6 +71,7 @@ class Application:
         self.wsdl = WsdlPublisher(resource_dir("wsdl"), resource_dir("schemas"))
         # Security is always on: without a trust store every call is refused (said here).
         self.authenticator = Authenticator.from_settings(settings, self.engine)
+        self.auditor = Auditor(self.engine)
         for problem in self.authenticator.problems():
             security_log.warning("security configuration: %s", problem)
         registry = RegistryService(self.engine, max_query_results=settings.max_query_results)
@@ -162,10 +164,29 @@ class Application:
             # Transport errors (above) come first: malformed XML never reaches xmlsec.
             principal = self._authenticate(request, environ)
             facts.update(principal.log_facts())
-            call = Call(request, request_id, principal=principal)
+            call = Call(
+                request,
+                request_id,
+                principal=principal,
+                action=action,
+                remote_addr=environ.get("REMOTE_ADDR"),
+            )
             reply = endpoint.handlers[action](call)
             facts.update(call.log)
             facts["status"] = reply.payload.get("status") or _nested_status(reply.payload)
+            if not call.audited:
+                # Before the answer leaves: no unaudited read (a failure here is a fault).
+                self.auditor.record(
+                    AuditEvent(
+                        request_id,
+                        action,
+                        _OUTCOMES.get(facts["status"] or "", "failure"),
+                        principal,
+                        error_codes=_error_codes(reply.payload),
+                        objects=call.audit_objects,
+                        remote_addr=call.remote_addr,
+                    )
+                )
             response = soap_response(
                 request.version,
                 reply.payload,
@@ -188,6 +209,7 @@ class Application:
                     "remote_addr": environ.get("REMOTE_ADDR"),
                 },
             )
+            self._audit_refusal(request_id, facts.get("action"), "refused", fault.reason, environ)
             response = fault_response(
                 request.version if request else None,
                 fault,
@@ -195,6 +217,7 @@ class Application:
             )
         except SoapFault as fault:
             facts["fault"] = fault.reason
+            self._audit_refusal(request_id, facts.get("action"), "fault", fault.reason, environ)
             response = fault_response(
                 request.version if request else None,
                 fault,
@@ -202,6 +225,7 @@ class Application:
             )
         except Exception:
             log.exception("unexpected error", extra=facts)
+            self._audit_refusal(request_id, facts.get("action"), "fault", "internal error", environ)
             response = fault_response(
                 request.version if request else None,
                 SoapFault(FaultCode.RECEIVER, f"internal error (request {request_id})"),
@@ -215,6 +239,29 @@ class Application:
         log.info("request", extra=facts)
         start_response(response.status, [*response.headers, ("X-Request-Id", request_id)])
         return response.body
+
+    def _audit_refusal(
+        self,
+        request_id: str,
+        action: str | None,
+        outcome: str,
+        reason: str,
+        environ: dict[str, Any],
+    ) -> None:
+        """Refused and failed calls are in the trail too; losing such an event (database
+        down) must not hide the fault the caller is about to get, so it is logged instead."""
+        try:
+            self.auditor.record(
+                AuditEvent(
+                    request_id,
+                    action,
+                    outcome,
+                    remote_addr=environ.get("REMOTE_ADDR"),
+                    detail=reason[:500],
+                )
+            )
+        except Exception:
+            log.exception("audit event not recorded", extra={"request_id": request_id})
 
     def _action(self, request: SoapRequest, environ: dict[str, Any], endpoint: Endpoint) -> str:
         action = request.addressing.action
@@ -232,6 +279,17 @@ class Application:
     def _authenticate(self, request: SoapRequest, environ: dict[str, Any]) -> Principal:
         """The VIHF check, once per request, before any handler (raises SecurityFault)."""
         return self.authenticator.authenticate(request, environ)
+
+
+_OUTCOMES = {
+    v.RESPONSE_SUCCESS: "success",
+    v.RESPONSE_PARTIAL: "partial",
+    v.RESPONSE_FAILURE: "failure",
+}
+
+
+def _error_codes(payload: etree._Element) -> list[str]:
+    return [e.get("errorCode", "") for e in payload.iter(f"{{{RS}}}RegistryError")]
 
 
 def _nested_status(payload: etree._Element) -> str | None:

@@ -10,7 +10,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lxml import etree
+from sqlalchemy import Connection
 
+from .audit.trail import AuditEvent, record
 from .metadata.datatypes import PatientId
 from .security.principal import Principal
 from .soap.envelope import SoapRequest
@@ -25,6 +27,28 @@ class Call:
     # only where a test builds a Call by hand (policy checks then refuse).
     principal: Principal | None = None
     log: dict[str, Any] = field(default_factory=dict)  # facts for the request's log line
+    action: str | None = None
+    remote_addr: str | None = None
+    # Identifiers of what the call touched (entryUUIDs, document uniqueIds) for the trail.
+    audit_objects: list[str] = field(default_factory=list)
+    audited: bool = False  # the handler recorded the event in its own transaction
+
+    def audit_success(self, conn: Connection, objects: list[str]) -> None:
+        """Record a successful write in the write's own transaction (DESIGN: the trail of a
+        change commits with the change)."""
+        self.audit_objects = objects
+        record(
+            conn,
+            AuditEvent(
+                self.request_id,
+                self.action,
+                "success",
+                self.principal,
+                objects=objects,
+                remote_addr=self.remote_addr,
+            ),
+        )
+        self.audited = True
 
     @property
     def payload(self) -> etree._Element:

@@ -65,6 +65,7 @@ class RegistryService:
             errors += validate_submission(sub, registry_side=True)
             with self.engine.begin() as conn:
                 register(conn, sub, prior_errors=errors)
+                call.audit_success(conn, [o.id for o in sub.objects()])
             call.log["documents"] = len(sub.documents)
             return Reply(registry_response())
         except XdsFailure as failure:
@@ -79,6 +80,7 @@ class RegistryService:
             errors += validate_submission(sub, registry_side=True, update=True)
             with self.engine.begin() as conn:
                 update_document_set(conn, sub, errors)
+                call.audit_success(conn, [o.id for o in sub.objects()])
             call.log["documents"] = len(sub.documents)
             return Reply(registry_response())
         except XdsFailure as failure:
@@ -110,6 +112,7 @@ class RegistryService:
                     # Get* queries name objects: another patient's are left out, as if absent.
                     found = _visible(conn, found, call)
             call.log["results"] = len(found)
+            call.audit_objects = [as_urn(f.entry_uuid) for f in found]
             if req.return_type == "ObjectRef":
                 objects = [object_ref(as_urn(f.entry_uuid)) for f in found]
             else:

@@ -157,6 +157,7 @@ class RepositoryService:
                     blob = self.store.put_file(part.path, part.sha256)
                     keys[entry_id] = blob.sha256
                 write(conn, checked, keys)
+                call.audit_success(conn, [o.id for o in sub.objects()])
             return Reply(registry_response())
         except XdsFailure as failure:
             return Reply(registry_response(failure.errors))
@@ -233,6 +234,7 @@ class RepositoryService:
         response.append(registry_response(errors, status=status))
         response.extend(documents)
         call.log["documents"] = len(parts)
+        call.audit_objects = [d.findtext(_X + "DocumentUniqueId") or "" for d in documents]
         return Reply(response, parts, force_mtom=True)
 
     def _locate(self, conn: Connection, unique_id: str) -> Row | None:

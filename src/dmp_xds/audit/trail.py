@@ -1,0 +1,121 @@
+"""Recording audit events.
+
+A write transaction (ITI-41/42/57/62) records its event with :func:`record` on its own
+connection, so the event commits or rolls back with the change. Everything else (reads,
+failures, refusals) is recorded by :class:`Auditor` in a transaction of its own, before the
+answer leaves: if the trail cannot be written, the caller gets a fault, not unaudited data.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    DateTime,
+    Engine,
+    MetaData,
+    Table,
+    Text,
+    Uuid,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
+
+from ..metadata import vocabulary as v
+from ..security.principal import Principal
+
+_metadata = MetaData()
+audit_event = Table(
+    "audit_event",
+    _metadata,
+    Column("event_id", BigInteger, primary_key=True),
+    Column("occurred_at", DateTime(timezone=True)),
+    Column("request_id", Uuid, nullable=False),
+    Column("transaction", Text, nullable=False),
+    Column("action", Text),
+    Column("outcome", Text, nullable=False),
+    Column("error_codes", ARRAY(Text), nullable=False),
+    Column("patient_id", Text),
+    Column("actor_id", Text),
+    Column("actor_name", Text),
+    Column("profession", Text),
+    Column("specialty", Text),
+    Column("structure_id", Text),
+    Column("authentication_mode", Text),
+    Column("access_mode", Text),
+    Column("software", Text),
+    Column("homologation", Text),
+    Column("objects", ARRAY(Text), nullable=False),
+    Column("remote_addr", Text),
+    Column("detail", Text),
+)
+
+TRANSACTIONS = {
+    v.ACTION_PNR: "ITI-41",
+    v.ACTION_REGISTER: "ITI-42",
+    v.ACTION_STORED_QUERY: "ITI-18",
+    v.ACTION_RETRIEVE: "ITI-43",
+    v.ACTION_UPDATE: "ITI-57",
+    v.ACTION_DELETE: "ITI-62",
+}
+
+
+@dataclass
+class AuditEvent:
+    """What one call did. ``outcome``: success, partial, failure (XDS errors), refused
+    (security), fault (malformed request or internal error)."""
+
+    request_id: str
+    action: str | None
+    outcome: str
+    principal: Principal | None = None
+    error_codes: Sequence[str] = ()
+    objects: Sequence[str] = ()
+    remote_addr: str | None = None
+    detail: str | None = None
+    patient_id: str | None = field(default=None)
+
+    def row(self) -> dict[str, object]:
+        p = self.principal
+        return {
+            "request_id": uuid.UUID(self.request_id),
+            "transaction": TRANSACTIONS.get(self.action or "", "unknown"),
+            "action": self.action,
+            "outcome": self.outcome,
+            "error_codes": list(dict.fromkeys(self.error_codes)),
+            "patient_id": self.patient_id or (p.patient.canonical if p else None),
+            "actor_id": p.name_id if p else None,
+            "actor_name": p.subject_name if p else None,
+            "profession": f"{p.profession.code}^^{p.profession.system}" if p else None,
+            "specialty": (
+                f"{p.specialty.code}^^{p.specialty.system}" if p and p.specialty else None
+            ),
+            "structure_id": p.structure_id if p else None,
+            "authentication_mode": p.authentication_mode.value if p else None,
+            "access_mode": p.access_mode.value if p else None,
+            "software": f"{p.software.name} {p.software.version}" if p else None,
+            "homologation": p.software.homologation if p else None,
+            "objects": list(self.objects),
+            "remote_addr": self.remote_addr,
+            "detail": self.detail,
+        }
+
+
+def record(conn: Connection, event: AuditEvent) -> None:
+    """Write ``event`` in ``conn``'s transaction (commits or rolls back with it)."""
+    conn.execute(audit_event.insert().values(**event.row()))
+
+
+class Auditor:
+    """Records events that have no transaction of their own to join."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def record(self, event: AuditEvent) -> None:
+        with self.engine.begin() as conn:
+            record(conn, event)
