@@ -189,3 +189,97 @@ def test_operator_matrix_replaces_the_shipped_one(tmp_path) -> None:
 def test_malformed_matrix_is_refused(text: str) -> None:
     with pytest.raises(ValueError, match="rights matrix"):
         RightsMatrix.parse(text)
+
+
+def test_document_facts_from_stored_metadata() -> None:
+    from dmp_xds.policy.facts import document_of
+
+    facts = document_of(
+        v.APPROVED,
+        ["N^^2.16.840.1.113883.5.25", "MASQUE_PS^^1.2.250.1.213.1.1.4.13"],
+        [
+            "810000000001^MARTIN^CLAIRE^^^^^^&1.2.250.1.71.4.2.1&ISO^D^^^IDNPS",
+            "2070585756270^DUPONT^JEANNE^^^^^^&1.2.250.1.213.1.4.10&ISO^D^^^NH",
+        ],
+        ["CHU TEST^^^^^&1.2.250.1.71.4.2.2&ISO^IDNST^^^1999000001"],
+    )
+    assert facts.confidentiality == {"N", MASQUE_PS}
+    assert facts.author_ids == {"810000000001", "2070585756270"}
+    assert facts.author_structures == {"1999000001"}
+    assert facts.authored_by_patient
+
+
+def _principal(profession: tuple[str, str], mode: str = "DIRECTE", access: str = "normal"):
+    import datetime as dt
+
+    from dmp_xds.metadata.datatypes import parse_patient_id
+    from dmp_xds.security.principal import (
+        AccessMode,
+        AuthenticationMode,
+        CodedValue,
+        Principal,
+        Software,
+    )
+
+    now = dt.datetime.now(dt.UTC)
+    return Principal(
+        assertion_id="_a",
+        name_id="810000000001",
+        subject_name="MARTIN CLAIRE",
+        roles=(CodedValue(*profession),),
+        structure_id="1999000001",
+        activity_sector=CodedValue("SA01", "1.2.250.1.71.4.2.4"),
+        authentication_mode=AuthenticationMode(mode),
+        access_mode=AccessMode(access),
+        patient=parse_patient_id("1^^^&1.2.250.1.213.1.4.10&ISO"),
+        software=Software("LPS", "1", "HOMO-1"),
+        vihf_version="3.0",
+        issue_instant=now,
+        expires=now,
+    )
+
+
+@pytest.mark.parametrize(
+    ("profession", "mode", "access", "mt", "kind", "expected_mode"),
+    [
+        (("10", "1.2.250.1.71.1.2.7"), "DIRECTE", "normal", None, Kind.MEDECIN, Mode.NORMAL),
+        (
+            ("10", "1.2.250.1.71.1.2.7"),
+            "DIRECTE",
+            "normal",
+            "810000000001",
+            Kind.MEDECIN_TRAITANT,
+            Mode.NORMAL,
+        ),
+        (
+            ("60", "1.2.250.1.71.1.2.7"),
+            "DIRECTE",
+            "bris_de_glace",
+            None,
+            Kind.PS,
+            Mode.BRIS_DE_GLACE,
+        ),
+        (
+            ("SECRETARIAT_MEDICAL", "1.2.250.1.213.1.1.4.6"),
+            "DIRECTE",
+            "normal",
+            None,
+            Kind.CPE,
+            Mode.NORMAL,
+        ),
+        (
+            ("10", "1.2.250.1.71.1.2.7"),
+            "INDIRECTE",
+            "centre_15",
+            None,
+            Kind.ETABLISSEMENT,
+            Mode.CENTRE_15,
+        ),
+    ],
+)
+def test_actor_of_a_vihf(profession, mode, access, mt, kind, expected_mode) -> None:
+    from dmp_xds.policy.facts import actor_of
+
+    who = actor_of(_principal(profession, mode, access), medecin_traitant=mt)
+    assert (who.kind, who.mode) == (kind, expected_mode)
+    assert who.person_id == "810000000001" and who.structure_id == "1999000001"

@@ -1,0 +1,78 @@
+"""From what the request and the registry hold to the facts :mod:`.access` decides on.
+
+Kept apart from the rules so that the rules stay pure and table-tested, and so that the one
+place that interprets the VIHF's codes and the metadata's identifiers is easy to find.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from ..security.principal import AccessMode, AuthenticationMode, Principal
+from .access import MEDECIN, Actor, Document, Kind, Mode
+
+PROFESSION_SYSTEM = "1.2.250.1.71.1.2.7"  # TRE_G15: health professions
+INS_OIDS_PREFIX = "1.2.250.1.213.1.4."  # INS-NIR, INS-NIA and their test domains
+
+_MODES = {
+    AccessMode.NORMAL: Mode.NORMAL,
+    AccessMode.BRIS_DE_GLACE: Mode.BRIS_DE_GLACE,
+    AccessMode.CENTRE_15: Mode.CENTRE_15,
+}
+
+
+def actor_of(principal: Principal, *, medecin_traitant: str | None = None) -> Actor:
+    """The matrix actor of a verified VIHF.
+
+    Indirect modes act as the institution's certificate; in direct mode a physician is the
+    médecin traitant when the record designates that very professional, a holder of a health
+    profession (TRE_G15) is a PS, anyone else (a CPE card) is establishment staff.
+    """
+    mode = _MODES[principal.access_mode]
+    if principal.authentication_mode is not AuthenticationMode.DIRECTE:
+        kind = Kind.ETABLISSEMENT
+    elif principal.profession.system != PROFESSION_SYSTEM:
+        kind = Kind.CPE
+    elif principal.profession.code == MEDECIN:
+        kind = Kind.MEDECIN_TRAITANT if principal.name_id == medecin_traitant else Kind.MEDECIN
+    else:
+        kind = Kind.PS
+    return Actor(kind, mode, principal.name_id, principal.structure_id)
+
+
+def person_id(xcn: str) -> str:
+    """XCN.1, the person's identifier."""
+    return xcn.split("^", 1)[0]
+
+
+def organisation_id(xon: str) -> str:
+    """XON.10, the organisation's identifier (empty when absent)."""
+    parts = xon.split("^")
+    return parts[9] if len(parts) > 9 else ""
+
+
+def is_patient(xcn: str) -> bool:
+    """An author identified in an INS domain is the patient (patient-contributed document)."""
+    parts = xcn.split("^")
+    authority = parts[8] if len(parts) > 8 else ""
+    oid = authority.split("&")[1] if authority.count("&") == 2 else ""
+    return oid.startswith(INS_OIDS_PREFIX)
+
+
+def document_of(
+    status: str,
+    confidentiality: Iterable[str],
+    author_persons: Iterable[str],
+    author_institutions: Iterable[str] = (),
+) -> Document:
+    """Document facts from stored metadata (codes as ``code^^scheme``, authors as XCN/XON)."""
+    persons = list(author_persons)
+    return Document(
+        status=status,
+        confidentiality=frozenset(c.split("^^", 1)[0] for c in confidentiality),
+        author_ids=frozenset(filter(None, (person_id(p) for p in persons))),
+        author_structures=frozenset(
+            filter(None, (organisation_id(o) for o in author_institutions))
+        ),
+        authored_by_patient=any(is_patient(p) for p in persons),
+    )
