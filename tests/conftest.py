@@ -140,6 +140,9 @@ def test_pki(tmp_path_factory: pytest.TempPathFactory) -> TestPki:
 
 # Loopback is the trusted proxy of the test server (DIRECTE through a forwarded certificate).
 TRUSTED_PROXIES = "127.0.0.1"
+# The test professional the server lets purge metadata (ITI-62); the client_for default, so
+# that conformance tests remove as themselves and use another professional to be refused.
+PURGING_PROFESSIONAL = "medecin"
 
 
 @pytest.fixture(scope="session")
@@ -149,7 +152,11 @@ def server(
     srv = start_server(
         database_url,
         tmp_path_factory.mktemp("server"),
-        {**test_pki.server_env(), "DMP_XDS_TRUSTED_PROXIES": TRUSTED_PROXIES},
+        {
+            **test_pki.server_env(),
+            "DMP_XDS_TRUSTED_PROXIES": TRUSTED_PROXIES,
+            "DMP_XDS_PURGE_AUTHORISED": test_pki.professional(PURGING_PROFESSIONAL).name_id,
+        },
     )
     yield srv
     stop_server(srv)

@@ -74,7 +74,11 @@ class Application:
         self.auditor = Auditor(self.engine)
         for problem in self.authenticator.problems():
             security_log.warning("security configuration: %s", problem)
-        registry = RegistryService(self.engine, max_query_results=settings.max_query_results)
+        registry = RegistryService(
+            self.engine,
+            max_query_results=settings.max_query_results,
+            purge_authorised=settings.purge_authorised,
+        )
         repository = RepositoryService(
             self.engine, self.store, repository_unique_id=settings.repository_unique_id
         )
@@ -87,11 +91,13 @@ class Application:
                     {
                         v.ACTION_REGISTER: registry.register,
                         v.ACTION_UPDATE: registry.update,
+                        v.ACTION_DELETE: registry.remove,
                         v.ACTION_STORED_QUERY: registry.stored_query,
                     },
                     {
                         f"{{{LCM}}}SubmitObjectsRequest": v.ACTION_REGISTER,
                         f"{{{QUERY}}}AdhocQueryRequest": v.ACTION_STORED_QUERY,
+                        f"{{{LCM}}}RemoveObjectsRequest": v.ACTION_DELETE,
                     },
                 ),
                 Endpoint(

@@ -55,6 +55,9 @@ class Settings:
     trust_store: Path | None = None
     homologated_software: tuple[str, ...] = field(default_factory=tuple)
     clock_skew_s: int = 300
+    # ITI-62 purges: national identifiers (VIHF NameID) of the host's physicians allowed to
+    # remove metadata; empty (the default) refuses every ITI-62 (policy/purge.py says why).
+    purge_authorised: tuple[str, ...] = field(default_factory=tuple)
     # VIHF security (see src/dmp_xds/security/ and README "Security").
     crl_path: Path | None = None
     signature_algorithms: tuple[str, ...] = ("rsa-sha256", "rsa-sha1")
@@ -96,6 +99,7 @@ class Settings:
                 if s.strip()
             ),
             clock_skew_s=_int("DMP_XDS_CLOCK_SKEW_S", cls.clock_skew_s),
+            purge_authorised=_list("DMP_XDS_PURGE_AUTHORISED"),
             crl_path=_path("DMP_XDS_CRL_DIR"),
             signature_algorithms=_list("DMP_XDS_SIGNATURE_ALGORITHMS") or cls.signature_algorithms,
             assertion_max_age_s=_int("DMP_XDS_ASSERTION_MAX_AGE_S", cls.assertion_max_age_s),

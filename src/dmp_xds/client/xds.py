@@ -1,4 +1,4 @@
-"""XDS.b transactions on top of :class:`SoapClient`: ITI-41, ITI-42, ITI-18, ITI-43.
+"""XDS.b transactions on top of :class:`SoapClient`: ITI-41, -42, -57, -62, -18 and -43.
 
 Builders take ebRIM the caller already has (the tests build theirs from fixture files, the CLI
 from the domain model) and only add the transaction wrapping, so the client never hides what is
@@ -18,7 +18,7 @@ from typing import Any
 
 from lxml import etree
 
-from ..namespaces import QUERY, RIM, RS, XDSB, XOP
+from ..namespaces import LCM, QUERY, RIM, RS, XDSB, XOP
 from ..soap.mtom import xop_include
 from .transport import ClientError, Fault, SoapClient, SoapReply
 
@@ -30,11 +30,14 @@ ACTION_REGISTER = "urn:ihe:iti:2007:RegisterDocumentSet-b"
 ACTION_STORED_QUERY = "urn:ihe:iti:2007:RegistryStoredQuery"
 ACTION_RETRIEVE = "urn:ihe:iti:2007:RetrieveDocumentSet"
 ACTION_UPDATE = "urn:ihe:iti:2010:UpdateDocumentSet"
+ACTION_DELETE = "urn:ihe:iti:2010:DeleteDocumentSet"
 RESPONSE_ACTIONS = {
     ACTION_PNR: "urn:ihe:iti:2007:ProvideAndRegisterDocumentSet-bResponse",
     ACTION_REGISTER: "urn:ihe:iti:2007:RegisterDocumentSet-bResponse",
     ACTION_STORED_QUERY: "urn:ihe:iti:2007:RegistryStoredQueryResponse",
     ACTION_RETRIEVE: "urn:ihe:iti:2007:RetrieveDocumentSetResponse",
+    ACTION_UPDATE: "urn:ihe:iti:2010:UpdateDocumentSetResponse",
+    ACTION_DELETE: "urn:ihe:iti:2010:DeleteDocumentSetResponse",
 }
 
 _X = f"{{{XDSB}}}"
@@ -166,6 +169,15 @@ def adhoc_query_request(
     return request
 
 
+def remove_objects_request(entry_uuids: Sequence[str]) -> etree._Element:
+    """An ITI-62 ``lcm:RemoveObjectsRequest`` naming ``entry_uuids`` in an ObjectRefList."""
+    request = etree.Element(f"{{{LCM}}}RemoveObjectsRequest", nsmap={"lcm": LCM, "rim": RIM})
+    refs = etree.SubElement(request, _RIM + "ObjectRefList")
+    for entry_uuid in entry_uuids:
+        etree.SubElement(refs, _RIM + "ObjectRef", id=entry_uuid)
+    return request
+
+
 def retrieve_request(
     items: Sequence[tuple[str, str]], home_community_id: str | None = None
 ) -> etree._Element:
@@ -249,6 +261,11 @@ class XdsClient:
     def update(self, submit_objects_request: etree._Element) -> RegistryResult:
         """ITI-57: new metadata versions and availability-status changes."""
         return self._submit(ACTION_UPDATE, submit_objects_request)
+
+    def remove(self, remove_objects_request: etree._Element) -> RegistryResult:
+        """ITI-62: remove the registry objects a RemoveObjectsRequest names (see
+        :func:`remove_objects_request`)."""
+        return self._submit(ACTION_DELETE, remove_objects_request)
 
     def _submit(self, action: str, submit_objects_request: etree._Element) -> RegistryResult:
         reply = self._call(self.registry_path, action, copy.deepcopy(submit_objects_request))

@@ -23,6 +23,7 @@ from ..metadata import vocabulary as v
 from ..metadata.datatypes import dtm_key, is_uuid_urn, parse_patient_id
 from ..metadata.ebrim import rim, set_slot
 from ..metadata.model import Association, DocumentEntry, Folder, Submission, SubmissionSet
+from . import patient_lock
 from . import tables as t
 
 
@@ -98,6 +99,9 @@ def submission_patient_key(conn: Connection, sub: Submission, errors: list[XdsEr
                 f"{ss.label} / patientId",
             )
         )
+    else:
+        # Before any check reads the record: a concurrent ITI-62 removal waits (patient_lock).
+        patient_lock.hold_for_write(conn, key)
     return key
 
 

@@ -1,6 +1,9 @@
-"""The registry endpoint's transactions: ITI-42 Register and ITI-18 Registry Stored Query."""
+"""The registry endpoint's transactions: ITI-42 Register, ITI-57 Update, ITI-62 Remove and
+ITI-18 Registry Stored Query."""
 
 from __future__ import annotations
+
+from collections.abc import Collection
 
 from lxml import etree
 from sqlalchemy import Connection, Engine, select
@@ -13,10 +16,12 @@ from ..metadata.validation import validate_submission
 from ..metadata.xsd import payload_errors
 from ..namespaces import LCM, QUERY
 from ..policy import patient as patient_policy
+from ..policy import purge as purge_policy
 from . import tables as t
 from .queries import QUERIES, Found, run_stored_query
 from .query_params import QueryRequest, check_params, read_query_request
 from .register import as_urn, register
+from .remove import read_remove_request, remove_objects
 from .update import update_document_set
 
 
@@ -51,9 +56,17 @@ def leaf_class(found: Found) -> etree._Element:
 
 
 class RegistryService:
-    def __init__(self, engine: Engine, *, max_query_results: int) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        max_query_results: int,
+        purge_authorised: Collection[str] = (),
+    ) -> None:
         self.engine = engine
         self.max_query_results = max_query_results
+        # ITI-62: who may purge (DMP_XDS_PURGE_AUTHORISED; empty: nobody, policy/purge.py).
+        self.purge_authorised = frozenset(purge_authorised)
 
     def register(self, call: Call) -> Reply:
         """ITI-42: metadata only; hash, size and repositoryUniqueId come from the submitter."""
@@ -82,6 +95,37 @@ class RegistryService:
                 update_document_set(conn, sub, errors)
                 call.audit_success(conn, [o.id for o in sub.objects()])
             call.log["documents"] = len(sub.documents)
+            return Reply(registry_response())
+        except XdsFailure as failure:
+            return Reply(registry_response(failure.errors))
+
+    def remove(self, call: Call) -> Reply:
+        """ITI-62: erase the listed objects of the VIHF's patient (registry/remove.py).
+
+        Authorisation comes first, before the request is even read: by default nobody may
+        purge, and a refused caller learns nothing about the ids it sent. The refusal is an
+        XDS error, not a SOAP fault: the caller is authenticated (faults are for that), and a
+        RegistryResponse Failure is what ITI-62 clients read, report and do not retry blindly.
+        """
+        try:
+            decision = purge_policy.may_purge(call.principal, self.purge_authorised)
+            if not decision:
+                call.log["purge_refused"] = decision.reason
+                raise XdsFailure(
+                    XdsError(
+                        ErrorCode.REGISTRY_ERROR,
+                        f"not authorised to remove metadata: {decision.reason}",
+                        "RemoveObjectsRequest",
+                    )
+                )
+            expect(call.payload, LCM, "RemoveObjectsRequest", ErrorCode.REGISTRY_ERROR)
+            ids, errors = read_remove_request(call.payload)
+            if errors:
+                raise XdsFailure(errors)
+            with self.engine.begin() as conn:
+                removed = remove_objects(conn, call.authorised_patient, ids)
+                call.audit_success(conn, removed.entry_uuids + removed.document_unique_ids)
+            call.log["removed"] = removed.counts
             return Reply(registry_response())
         except XdsFailure as failure:
             return Reply(registry_response(failure.errors))

@@ -236,7 +236,8 @@ class DocumentStore(Protocol):
         ...
 
     def delete(self, sha256: str) -> bool:
-        """Remove a blob (ITI-62 once no entry references it, or gc); False if it was absent."""
+        """Remove a blob (`dmp-xds gc`, which also collects what ITI-62 leaves unreferenced);
+        False if it was absent."""
         ...
 
     def iter_keys(self) -> Iterator[str]:

@@ -1,0 +1,50 @@
+"""Who may purge metadata (ITI-62 Remove Metadata): a pure decision over the verified VIHF.
+
+ITI-62 is not the DMP's "supprimer un document" (that is an ITI-57 status change to Deleted,
+governed by the rights matrix, :mod:`.access`): it erases registry objects for good, leaving no
+version, status or association behind. In the DMP only the host's physicians (médecins de
+l'hébergeur) may do that, outside the care relationship, so the matrix has no row for it.
+Until the DMP's own rules for it land (issue 5), the rule is an explicit list of national
+identifiers, ``DMP_XDS_PURGE_AUTHORISED``, and it is **empty by default**: out of the box no one
+can purge, and a deployment has to name its purging physicians to allow it.
+
+Why these conditions:
+
+* the caller's ``NameID`` (:attr:`Principal.name_id`, the professional's IdNat as the VIHF
+  states it, e.g. ``8`` + RPPS) must be in the list, compared exactly: the list is the authority,
+  and an approximate match (case, spaces, a missing type prefix) would let a near-miss through;
+* the VIHF must present the caller as a physician (TRE_G15 profession 10): the rule names
+  physicians, and a listed identifier arriving with another profession is a configuration or
+  identity mix-up worth refusing rather than guessing about;
+* the access mode must be normal: break-glass and centre 15 accesses exist for emergency care,
+  which never requires destroying a record's metadata, and a purge made under them would hide
+  behind an emergency justification;
+* a call that did not go through the security layer (no principal) is refused.
+
+Nothing here does I/O; the table test is tests/unit/test_policy_purge.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+from ..security.principal import AccessMode, Principal
+from .access import ALLOW, MEDECIN, Decision, deny
+from .facts import PROFESSION_SYSTEM
+
+
+def may_purge(principal: Principal | None, authorised: Collection[str]) -> Decision:
+    """May this caller remove registry objects (ITI-62)? ``authorised`` is the configured list
+    of national identifiers (``DMP_XDS_PURGE_AUTHORISED``)."""
+    if principal is None:
+        return deny("no verified caller")
+    if not authorised:
+        return deny("no professional is authorised to remove metadata on this server")
+    if principal.name_id not in authorised:
+        return deny(f"professional {principal.name_id} is not authorised to remove metadata")
+    profession = principal.profession
+    if (profession.code, profession.system) != (MEDECIN, PROFESSION_SYSTEM):
+        return deny("only physicians may remove metadata")
+    if principal.access_mode is not AccessMode.NORMAL:
+        return deny(f"metadata cannot be removed in {principal.access_mode.value} access mode")
+    return ALLOW
