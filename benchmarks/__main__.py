@@ -9,6 +9,9 @@ SCENARIOS = {
     "roundtrip": "benchmarks.roundtrip",
     "large_documents": "benchmarks.large_documents",
     "vihf_verify": "benchmarks.vihf_verify",
+    "queries": "benchmarks.queries",
+    "submit": "benchmarks.submit",
+    "profile_server": "benchmarks.profile_server",
 }
 
 

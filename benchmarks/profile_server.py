@@ -1,0 +1,179 @@
+"""Profile the server's own path in process: the WSGI application called directly (no HTTP, no
+gunicorn) with requests our client built and signed beforehand, under cProfile, so that only
+server work is counted.
+
+    python -m benchmarks profile_server find   [--n 300] [--top 30]   # FindDocuments, 50 docs
+    python -m benchmarks profile_server get    [--n 300]              # GetDocuments by uniqueId
+    python -m benchmarks profile_server submit [--n 300]              # ITI-41, one 20 KB CDA
+
+Needs ``DMP_XDS_DATABASE_URL`` (find/get: a registry loaded with ``dmp-xds load-synthetic``).
+Prints the per-request wall time without the profiler, then the profile's top functions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import cProfile
+import io
+import os
+import pstats
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+from sqlalchemy import text
+
+from dmp_xds.client.xds import XdsClient
+from dmp_xds.metadata import vocabulary as v
+from dmp_xds.registry.database import make_engine, migrate
+from dmp_xds.registry.register import create_patient
+
+
+class _Captured(Exception):
+    pass
+
+
+class _CaptureAdapter(requests.adapters.BaseAdapter):
+    """Keeps what the client would have sent instead of sending it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent: list[tuple[str, str, bytes]] = []
+
+    def send(self, request: requests.PreparedRequest, **kw: Any) -> requests.Response:
+        body = request.body
+        data = body if isinstance(body, bytes) else b"".join(body)  # type: ignore[arg-type]
+        self.sent.append((request.path_url, request.headers["Content-Type"], data))
+        raise _Captured
+
+    def close(self) -> None:
+        pass
+
+
+def capture(calls: list[Any]) -> list[tuple[str, str, bytes]]:
+    """Run each ``call(client)`` against the capturing adapter; return the requests."""
+    adapter = _CaptureAdapter()
+    for call in calls:
+        session = requests.Session()
+        session.mount("http://", adapter)
+        client = XdsClient("http://bench.invalid", session=session)
+        with contextlib.suppress(_Captured):
+            call(client)
+    return adapter.sent
+
+
+def wsgi_call(app: Any, path: str, content_type: str, body: bytes) -> bytes:
+    environ = {
+        "REQUEST_METHOD": "POST",
+        "PATH_INFO": path,
+        "CONTENT_TYPE": content_type,
+        "CONTENT_LENGTH": str(len(body)),
+        "wsgi.input": io.BytesIO(body),
+        "wsgi.url_scheme": "http",
+        "SERVER_NAME": "127.0.0.1",
+        "SERVER_PORT": "80",
+        "REMOTE_ADDR": "127.0.0.1",
+    }
+    status: list[str] = []
+    out = b"".join(app(environ, lambda s, h, exc_info=None: status.append(s)))
+    assert status[0].startswith("200"), (status, out[:500])
+    return out
+
+
+def _requests(kind: str, n: int, pki: Any, database_url: str) -> list[tuple[str, str, bytes]]:
+    engine = make_engine(database_url, pool_size=1)
+    calls = []
+    if kind in ("find", "get"):
+        with engine.connect() as conn:
+            rows = conn.execute(
+                text(
+                    "SELECT p.patient_id, min(d.unique_id) uid FROM patient p"
+                    " JOIN document_entry d USING (patient_key) GROUP BY p.patient_id"
+                    " HAVING count(*) = 50 LIMIT :n"
+                ),
+                {"n": n},
+            ).all()
+        for i in range(n):
+            patient, uid = rows[i % len(rows)]
+            if kind == "find":
+                params = {
+                    "$XDSDocumentEntryPatientId": patient,
+                    "$XDSDocumentEntryStatus": [v.APPROVED],
+                }
+                query = v.FIND_DOCUMENTS
+            else:
+                params, query = {"$XDSDocumentEntryUniqueId": [uid]}, v.GET_DOCUMENTS
+
+            def call(client: XdsClient, p: str = patient, q: str = query, a: dict = params) -> None:
+                client.header_factory = pki.vihf_headers(p)
+                client.stored_query(q, a)
+
+            calls.append(call)
+    else:
+        from tests.fixtures.metadata import new_patient_id, submit_objects_request
+
+        from .cda20k import cda_doc_of_size
+
+        for _ in range(n):
+            patient = new_patient_id()
+            with engine.begin() as conn:
+                create_patient(conn, patient)
+            doc = cda_doc_of_size(patient, 20_000)
+
+            def call(client: XdsClient, p: str = patient, d: Any = doc) -> None:
+                client.header_factory = pki.vihf_headers(p)
+                client.provide_and_register(
+                    submit_objects_request(p, [d]), {"Document01": d.content}
+                )
+
+            calls.append(call)
+    engine.dispose()
+    return capture(calls)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks profile_server")
+    parser.add_argument("kind", choices=("find", "get", "submit"))
+    parser.add_argument("--n", type=int, default=300)
+    parser.add_argument("--top", type=int, default=35)
+    args = parser.parse_args(argv)
+    database_url = os.environ["DMP_XDS_DATABASE_URL"]
+    migrate(database_url)
+    from dmp_xds.app import Application
+    from dmp_xds.config import Settings
+    from dmp_xds.security.pki import init_test_pki
+
+    with tempfile.TemporaryDirectory(prefix="dmp-xds-profile-") as tmp:
+        pki = init_test_pki(Path(tmp) / "pki")
+        os.environ.update(pki.server_env())
+        os.environ["DMP_XDS_DATA_DIR"] = str(Path(tmp) / "data")
+        app = Application(Settings.from_env())
+        sent = _requests(args.kind, args.n * 2, pki, database_url)
+        warm, measured = sent[: args.n], sent[args.n :]
+        for req in warm[: args.n // 2]:
+            wsgi_call(app, *req)
+        times = []
+        for req in warm[args.n // 2 :]:
+            started = time.perf_counter()
+            wsgi_call(app, *req)
+            times.append(time.perf_counter() - started)
+        profile = cProfile.Profile()
+        profile.enable()
+        for req in measured:
+            wsgi_call(app, *req)
+        profile.disable()
+    times.sort()
+    print(
+        f"{args.kind}: {len(times)} requests in process, median "
+        f"{statistics.median(times) * 1000:.2f} ms, p99 {times[int(len(times) * 0.99)] * 1000:.2f}"
+        f" ms, {len(times) / sum(times):.0f} requests/s on one core"
+    )
+    for key in ("cumulative", "tottime"):
+        out = io.StringIO()
+        pstats.Stats(profile, stream=out).sort_stats(key).print_stats(args.top)
+        print(out.getvalue())
+    return 0

@@ -1,0 +1,236 @@
+"""ITI-18 on a registry of a million documents: FindDocuments (LeafClass) for patients with 50
+documents, and GetDocuments by uniqueId, from N client processes each signing a fresh VIHF per
+query. Also captures EXPLAIN (ANALYZE, BUFFERS) of the SQL the server runs for both.
+
+    python -m benchmarks queries [--documents 1000000] [--patients 50000] [--clients 1,8,32]
+                                 [--seconds 10] [--workers 2]
+
+The registry is filled by ``registry/synthetic.py`` (COPY). With ``DMP_XDS_DATABASE_URL`` set to
+a database that already holds at least ``--documents`` documents, the load is skipped, so that a
+1 M registry is loaded once and measured many times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event, text
+
+from dmp_xds.client.xds import XdsClient, adhoc_query_request
+from dmp_xds.metadata import vocabulary as v
+from dmp_xds.registry.database import make_engine
+from dmp_xds.registry.queries import run_stored_query
+from dmp_xds.registry.query_params import read_query_request
+from dmp_xds.registry.synthetic import load_synthetic
+
+from .harness import BenchServer, report, server, summarise
+
+
+def _find(patient_id: str) -> tuple[str, dict[str, Any]]:
+    return v.FIND_DOCUMENTS, {
+        "$XDSDocumentEntryPatientId": patient_id,
+        "$XDSDocumentEntryStatus": [v.APPROVED],
+    }
+
+
+def _get(unique_id: str) -> tuple[str, dict[str, Any]]:
+    return v.GET_DOCUMENTS, {"$XDSDocumentEntryUniqueId": [unique_id]}
+
+
+def _worker(
+    url: str, pki_dir: str, kind: str, targets: list[tuple[str, str]], seconds: float, seed: int
+) -> list[float]:
+    """Query for ``seconds``; return the latency of each call (the VIHF signing included,
+    as a real client pays it)."""
+    from dmp_xds.security.pki import load_test_pki
+
+    pki = load_test_pki(Path(pki_dir))
+    rng = random.Random(seed)
+    client = XdsClient(url)
+    expected = 50 if kind == "FindDocuments" else 1
+    samples: list[float] = []
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        patient_id, unique_id = rng.choice(targets)
+        client.header_factory = pki.vihf_headers(patient_id)
+        query_id, params = _find(patient_id) if kind == "FindDocuments" else _get(unique_id)
+        started = time.perf_counter()
+        result = client.stored_query(query_id, params)
+        samples.append(time.perf_counter() - started)
+        assert result.status == "Success", result.errors
+        assert len(result.objects) == expected, (kind, len(result.objects))
+    return samples
+
+
+def prepare(database_url: str, documents: int, patients: int) -> dict[str, Any]:
+    """Load (unless already there) and pick the query targets."""
+    engine = make_engine(database_url, pool_size=1)
+    facts: dict[str, Any] = {}
+    with engine.connect() as conn:
+        present = conn.execute(
+            text("SELECT reltuples::bigint FROM pg_class WHERE relname = 'document_entry'")
+        ).scalar_one()
+    if present < documents * 0.95:
+        loaded = load_synthetic(engine, documents, patients, heavy_patients=max(1, patients // 50))
+        facts["load"] = {
+            "documents": loaded.documents,
+            "patients": loaded.patients,
+            "rows": loaded.rows,
+            "seconds": round(loaded.seconds, 1),
+            "rows_per_s": round(loaded.rows_per_s),
+            "documents_per_s": round(loaded.documents / loaded.seconds),
+            "analyze_s": round(loaded.analyze_seconds, 1),
+        }
+    with engine.connect() as conn:
+        facts["documents_in_registry"] = conn.execute(
+            text("SELECT count(*) FROM document_entry")
+        ).scalar_one()
+        heavy = conn.execute(
+            text(
+                "SELECT p.patient_id FROM patient p JOIN LATERAL ("
+                " SELECT count(*) n FROM document_entry d WHERE d.patient_key = p.patient_key"
+                ") c ON c.n = 50 ORDER BY random() LIMIT 500"
+            )
+        ).all()
+        docs = conn.execute(
+            text(
+                "SELECT p.patient_id, d.unique_id FROM document_entry d TABLESAMPLE SYSTEM (2)"
+                " JOIN patient p USING (patient_key) LIMIT 5000"
+            )
+        ).all()
+    engine.dispose()
+    facts["find_targets"] = [(r.patient_id, "") for r in heavy]
+    facts["get_targets"] = [(r.patient_id, r.unique_id) for r in docs]
+    return facts
+
+
+def explain(database_url: str, find_patient: str, get_target: tuple[str, str]) -> dict[str, str]:
+    """EXPLAIN (ANALYZE, BUFFERS) of every statement the server's stored query code runs,
+    captured from the real code path (SQLAlchemy's cursor events), not rewritten by hand."""
+    engine = make_engine(database_url, pool_size=1)
+    plans: dict[str, str] = {}
+    for name, (query_id, params) in (
+        ("FindDocuments", _find(find_patient)),
+        ("GetDocuments", _get(get_target[1])),
+    ):
+        req, errors = read_query_request(adhoc_query_request(query_id, params, "LeafClass", None))
+        assert req is not None and not errors
+        statements: list[tuple[str, Any]] = []
+
+        def capture(conn, cursor, statement, parameters, context, executemany, into=statements):
+            into.append((statement, parameters))
+
+        event.listen(engine, "before_cursor_execute", capture)
+        with engine.connect() as conn:
+            run_stored_query(conn, req, 1000)
+        event.remove(engine, "before_cursor_execute", capture)
+        out = []
+        raw = engine.raw_connection()
+        try:
+            cur = raw.driver_connection.cursor()  # type: ignore[union-attr]
+            for statement, parameters in statements:
+                cur.execute("EXPLAIN (ANALYZE, BUFFERS) " + statement, parameters)
+                out.append(statement.strip() + "\n" + "\n".join(r[0] for r in cur.fetchall()))
+            raw.driver_connection.rollback()  # type: ignore[union-attr]
+        finally:
+            raw.close()
+        plans[name] = "\n\n".join(out)
+    engine.dispose()
+    return plans
+
+
+def _server_durations(srv: BenchServer, offset: int) -> tuple[list[float], int]:
+    """Server-side durations (the request log's duration_ms) of stored queries since
+    ``offset`` in the log."""
+    log = srv.data_dir.parent / "server.log"
+    data = log.read_bytes()
+    durations = []
+    for line in data[offset:].splitlines():
+        if b'"duration_ms"' not in line or b"RegistryStoredQuery" not in line:
+            continue
+        try:
+            durations.append(json.loads(line)["duration_ms"] / 1000)
+        except (ValueError, KeyError):
+            continue
+    return durations, len(data)
+
+
+def run(
+    srv: BenchServer, pki_dir: str, facts: dict[str, Any], clients: int, seconds: float
+) -> list[dict[str, object]]:
+    rows = []
+    for kind, targets in (
+        ("FindDocuments", facts["find_targets"]),
+        ("GetDocuments", facts["get_targets"]),
+    ):
+        _, offset = _server_durations(srv, 0)
+        started = time.perf_counter()
+        with ProcessPoolExecutor(clients) as pool:
+            parts = list(
+                pool.map(
+                    _worker,
+                    [srv.url] * clients,
+                    [pki_dir] * clients,
+                    [kind] * clients,
+                    [targets] * clients,
+                    [seconds] * clients,
+                    range(clients),
+                )
+            )
+        elapsed = time.perf_counter() - started
+        samples = [s for part in parts for s in part]
+        server_side, _ = _server_durations(srv, offset)
+        server_stats = summarise(server_side) if server_side else {}
+        rows.append(
+            {
+                "query": kind,
+                "clients": clients,
+                **summarise(samples),
+                "queries_per_s": len(samples) / elapsed,
+                "server_median_ms": server_stats.get("median_ms"),
+                "server_p99_ms": server_stats.get("p99_ms"),
+                "server_peak_rss_mb": srv.peak_rss_mb(),
+            }
+        )
+    return rows
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks queries")
+    parser.add_argument("--documents", type=int, default=1_000_000)
+    parser.add_argument("--patients", type=int, default=50_000)
+    parser.add_argument("--clients", default="1,8,32", help="comma-separated client counts")
+    parser.add_argument("--seconds", type=float, default=10.0, help="per query and setting")
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers")
+    args = parser.parse_args(argv)
+    from dmp_xds.security.pki import init_test_pki
+
+    rows: list[dict[str, object]] = []
+    with tempfile.TemporaryDirectory(prefix="dmp-xds-bench-pki-") as pki_dir:
+        pki = init_test_pki(Path(pki_dir))
+        with server(workers=args.workers, extra_env=pki.server_env()) as srv:
+            facts = prepare(srv.database_url, args.documents, args.patients)
+            plans = explain(srv.database_url, facts["find_targets"][0][0], facts["get_targets"][0])
+            for clients in (int(c) for c in args.clients.split(",")):
+                rows += run(srv, pki_dir, facts, clients, args.seconds)
+    for name, plan in plans.items():
+        print(f"\n--- {name}\n{plan}")
+    print(f"\nregistry: {facts['documents_in_registry']} documents; load: {facts.get('load')}\n")
+    path = report("queries", rows)
+    data = json.loads(path.read_text())
+    data.update(
+        {
+            "registry_documents": facts["documents_in_registry"],
+            "load": facts.get("load"),
+            "explain": plans,
+        }
+    )
+    path.write_text(json.dumps(data, indent=2))
+    return 0
