@@ -35,6 +35,14 @@ from tests.fixtures.metadata import new_patient_id
 REPOSITORY_UNIQUE_ID = "1.2.250.1.999.1.1.1"
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """``pytest --long``: the full reliability runs (100 crash iterations, a 10-minute soak)
+    instead of the quick versions that keep the default ``pytest`` fast."""
+    parser.addoption(
+        "--long", action="store_true", default=False, help="run long reliability variants"
+    )
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

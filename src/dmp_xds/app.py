@@ -23,6 +23,10 @@ from .config import Settings
 from .errors import FaultCode, SoapFault
 from .metadata import vocabulary as v
 from .namespaces import LCM, QUERY, RS, WSA, XDSB
+from .ops import Operations, infrastructure_fault
+from .patients.service import BY_PAYLOAD as DMP_BY_PAYLOAD
+from .patients.service import WSDLS as DMP_WSDLS
+from .patients.service import PatientService
 from .registry.database import make_engine
 from .registry.service import RegistryService
 from .repository.service import RepositoryService
@@ -60,7 +64,11 @@ class Application:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.engine = make_engine(settings.database_url or "")
+        self.engine = make_engine(
+            settings.database_url or "",
+            connect_timeout_s=settings.db_connect_timeout_s,
+            statement_timeout_ms=settings.db_statement_timeout_s * 1000,
+        )
         self.store = open_store(settings.effective_store_url)
         self.limits = Limits(
             max_body_bytes=settings.max_body_bytes,
@@ -72,6 +80,7 @@ class Application:
         # Security is always on: without a trust store every call is refused (said here).
         self.authenticator = Authenticator.from_settings(settings, self.engine)
         self.auditor = Auditor(self.engine)
+        self.ops = Operations(self.engine, self.store)  # /ready, /metrics (ops.py)
         for problem in self.authenticator.problems():
             security_log.warning("security configuration: %s", problem)
         registry = RegistryService(
@@ -112,6 +121,11 @@ class Application:
                         f"{{{XDSB}}}RetrieveDocumentSetRequest": v.ACTION_RETRIEVE,
                     },
                 ),
+                # The DMP's own LPS services (patients/service.py): record, authorisations.
+                *(
+                    Endpoint(path, DMP_WSDLS[path], handlers, DMP_BY_PAYLOAD[path])
+                    for path, handlers in PatientService(self.engine).handlers().items()
+                ),
             )
         }
 
@@ -121,6 +135,10 @@ class Application:
         method = environ.get("REQUEST_METHOD", "GET")
         if path == "/health":
             return self._plain(start_response, "200 OK", b"ok\n")
+        if path == "/ready":
+            return self.ops.ready(start_response)
+        if path == "/metrics":
+            return self.ops.metrics_page(start_response)
         endpoint = self.endpoints.get(path.rstrip("/"))
         if endpoint is None:
             return self._plain(start_response, "404 Not Found", b"no such endpoint\n")
@@ -179,7 +197,9 @@ class Application:
             )
             reply = endpoint.handlers[action](call)
             facts.update(call.log)
-            facts["status"] = reply.payload.get("status") or _nested_status(reply.payload)
+            facts["status"] = (
+                reply.status or reply.payload.get("status") or _nested_status(reply.payload)
+            )
             if not call.audited:
                 # Before the answer leaves: no unaudited read (a failure here is a fault).
                 self.auditor.record(
@@ -188,7 +208,7 @@ class Application:
                         action,
                         _OUTCOMES.get(facts["status"] or "", "failure"),
                         principal,
-                        error_codes=_error_codes(reply.payload),
+                        error_codes=reply.error_codes or _error_codes(reply.payload),
                         objects=call.audit_objects,
                         remote_addr=call.remote_addr,
                     )
@@ -196,7 +216,7 @@ class Application:
             response = soap_response(
                 request.version,
                 reply.payload,
-                action=v.response_action(action),
+                action=reply.action or v.response_action(action),
                 relates_to=request.addressing.message_id,
                 attachments=reply.attachments,
                 force_mtom=reply.force_mtom,
@@ -229,12 +249,22 @@ class Application:
                 fault,
                 relates_to=request.addressing.message_id if request else None,
             )
-        except Exception:
-            log.exception("unexpected error", extra=facts)
-            self._audit_refusal(request_id, facts.get("action"), "fault", "internal error", environ)
+        except Exception as exc:
+            # A database or store outage is a Receiver fault naming the XDS code (ops.py says
+            # why); anything else is a bug, logged with its place but never sent to the caller.
+            unavailable = infrastructure_fault(exc)
+            if unavailable is not None:
+                facts["fault"], facts["component"] = unavailable.reason, unavailable.component
+                log.warning("dependency failed", extra={**facts, "problem": type(exc).__name__})
+                fault: SoapFault = unavailable
+            else:
+                facts["fault"] = "internal error"
+                log.exception("unexpected error", extra=facts)
+                fault = SoapFault(FaultCode.RECEIVER, f"internal error (request {request_id})")
+            self._audit_refusal(request_id, facts.get("action"), "fault", fault.reason, environ)
             response = fault_response(
                 request.version if request else None,
-                SoapFault(FaultCode.RECEIVER, f"internal error (request {request_id})"),
+                fault,
                 relates_to=request.addressing.message_id if request else None,
             )
         finally:
@@ -243,6 +273,7 @@ class Application:
         facts["http_status"] = int(response.status.split()[0])
         facts["duration_ms"] = round((time.perf_counter() - started) * 1000, 2)
         log.info("request", extra=facts)
+        self.ops.observe(facts, time.perf_counter() - started)
         start_response(response.status, [*response.headers, ("X-Request-Id", request_id)])
         return response.body
 

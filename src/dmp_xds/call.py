@@ -67,3 +67,8 @@ class Reply:
     payload: etree._Element
     attachments: list[OutPart] = field(default_factory=list)
     force_mtom: bool = False
+    # Answers that are not RegistryResponses (the DMP's HL7v3 and DMP-specific services) say
+    # their WS-Addressing action, outcome (an XDS ResponseStatusType) and error codes here.
+    action: str | None = None
+    status: str | None = None
+    error_codes: list[str] = field(default_factory=list)

@@ -125,6 +125,36 @@ def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if report.healthy else 1
 
 
+def cmd_load_synthetic(settings: Settings, args: argparse.Namespace) -> int:
+    """Fill the registry with made-up records (registry/synthetic.py) for scale tests."""
+    from .registry.database import make_engine
+    from .registry.synthetic import load_synthetic
+
+    with database(settings) as ready:
+        engine = make_engine(ready.database_url or "", pool_size=1)
+        try:
+            report = load_synthetic(
+                engine,
+                args.documents,
+                args.patients,
+                heavy_patients=args.heavy_patients,
+                seed=args.seed,
+                progress=True,
+            )
+        finally:
+            engine.dispose()
+    print(
+        f"loaded {report.documents} documents of {report.patients} patients "
+        f"({report.submission_sets} submission sets, {report.rows} rows) in "
+        f"{report.seconds:.1f} s: {report.rows_per_s:,.0f} rows/s, "
+        f"{report.documents / report.seconds:,.0f} documents/s; "
+        f"ANALYZE {report.analyze_seconds:.1f} s"
+    )
+    if report.heavy_patient_ids:
+        print(f"a patient with 50 documents: {report.heavy_patient_ids[0]}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dmp-xds", description="IHE XDS.b registry and repository for DMP-style records"
@@ -164,6 +194,20 @@ def build_parser() -> argparse.ArgumentParser:
         "(exit status 1 if any registered document is missing or corrupt)",
     )
     verify.set_defaults(func=cmd_verify)
+    synthetic = sub.add_parser(
+        "load-synthetic",
+        help="add made-up patients and documents to the registry (scale tests; no bytes)",
+    )
+    synthetic.add_argument("--documents", type=int, required=True)
+    synthetic.add_argument("--patients", type=int, required=True)
+    synthetic.add_argument(
+        "--heavy-patients",
+        type=int,
+        default=None,
+        help="patients with exactly 50 documents (default: one in 50)",
+    )
+    synthetic.add_argument("--seed", type=int, default=None)
+    synthetic.set_defaults(func=cmd_load_synthetic)
     return parser
 
 

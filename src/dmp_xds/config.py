@@ -45,6 +45,11 @@ class Settings:
     home_community_id: str = "urn:oid:1.2.250.1.999.1.1"
     workers: int = 2
     request_timeout_s: int = 120
+    # SIGTERM: in-flight requests get this long to finish before workers are killed.
+    graceful_timeout_s: int = 30
+    # Fail fast when PostgreSQL is unreachable or stuck (README "Operations").
+    db_connect_timeout_s: int = 5
+    db_statement_timeout_s: int = 30
     max_body_bytes: int = 256 * 1024 * 1024
     max_xml_bytes: int = 32 * 1024 * 1024
     max_attachments: int = 5000
@@ -86,6 +91,11 @@ class Settings:
             home_community_id=_env("DMP_XDS_HOME_COMMUNITY_ID", cls.home_community_id),
             workers=_int("DMP_XDS_WORKERS", cls.workers),
             request_timeout_s=_int("DMP_XDS_REQUEST_TIMEOUT_S", cls.request_timeout_s),
+            graceful_timeout_s=_int("DMP_XDS_GRACEFUL_TIMEOUT_S", cls.graceful_timeout_s),
+            db_connect_timeout_s=_int("DMP_XDS_DB_CONNECT_TIMEOUT_S", cls.db_connect_timeout_s),
+            db_statement_timeout_s=_int(
+                "DMP_XDS_DB_STATEMENT_TIMEOUT_S", cls.db_statement_timeout_s
+            ),
             max_body_bytes=_int("DMP_XDS_MAX_BODY_BYTES", cls.max_body_bytes),
             max_xml_bytes=_int("DMP_XDS_MAX_XML_BYTES", cls.max_xml_bytes),
             max_attachments=_int("DMP_XDS_MAX_ATTACHMENTS", cls.max_attachments),

@@ -9,6 +9,7 @@ from typing import Any
 from gunicorn.app.base import BaseApplication
 
 from .config import Settings
+from .ops import prepare_metrics_dir, worker_exited
 
 
 class _Gunicorn(BaseApplication):
@@ -29,12 +30,16 @@ class _Gunicorn(BaseApplication):
 
 
 def run(settings: Settings) -> None:
+    # Before gunicorn forks a worker, so that every worker shares the metrics files (ops.py).
+    prepare_metrics_dir(settings.data_dir)
     options = {
         "bind": settings.listen,
         "workers": settings.workers,
         "worker_class": "sync",
         "timeout": settings.request_timeout_s,
-        "graceful_timeout": 30,
+        # SIGTERM: stop accepting, let in-flight requests finish for up to this long.
+        "graceful_timeout": settings.graceful_timeout_s,
+        "child_exit": worker_exited,
         "max_requests": 5000,
         "max_requests_jitter": 500,
         "accesslog": None,

@@ -61,6 +61,18 @@ TRANSACTIONS = {
     v.ACTION_RETRIEVE: "ITI-43",
     v.ACTION_UPDATE: "ITI-57",
     v.ACTION_DELETE: "ITI-62",
+    # The DMP's own LPS services (patients/vocabulary.py names the actions).
+    "urn:hl7-org:v3:PRPA_IN201307UV02": "DMP-TD0.2/TD1.3a",
+    "urn:hl7-org:v3:PRPA_IN201308UV02": "DMP-TD0.2/TD1.3a",
+    "urn:hl7-org:v3:PRPA_IN201311UV02": "DMP-TD1.1",
+    "urn:hl7-org:v3:PRPA_IN201314UV02": "DMP-TD1.2/TD1.3b/TD1.4",
+    "urn:si-dmp-habilitations:HabilitationsEndPoint:setAuthorization": "DMP-TD0.3",
+    "urn:hl7-org:v3:setAuthorization": "DMP-TD0.3",
+    "urn:si-dmp-habilitations:HabilitationsEndPoint:listAuthorizationByPatient": "DMP-TD1.6",
+    "urn:hl7-org:v3:listAuthorizationByPatient": "DMP-TD1.6",
+    "urn:si-dmp-patients:PatientSpecificEndPoint:patientList": "DMP-TD0.4",
+    "urn:hl7-org:v3:PRPA_IN201305UV02": "DMP-TD0.5",
+    "urn:ihe:iti:pdqv3:2007:PDQSupplier_Service:findCandidatesQuery": "DMP-TD0.5",
 }
 
 

@@ -26,14 +26,32 @@ def normalise_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
-def make_engine(url: str, *, pool_size: int = 4) -> Engine:
-    """An engine sized for one gunicorn sync worker (one request at a time, plus headroom)."""
+def make_engine(
+    url: str,
+    *,
+    pool_size: int = 4,
+    connect_timeout_s: int = 10,
+    statement_timeout_ms: int | None = None,
+) -> Engine:
+    """An engine sized for one gunicorn sync worker (one request at a time, plus headroom).
+
+    Fail fast rather than hang when PostgreSQL is gone: ``connect_timeout`` bounds a connection
+    attempt (an unreachable host otherwise waits for the TCP timeout, minutes), and the server
+    passes a ``statement_timeout`` so that no request waits on a stuck query or lock longer than
+    its client would. ``pool_pre_ping`` replaces connections killed by a database restart, so
+    the server recovers without being restarted itself.
+    """
+    connect_args: dict[str, Any] = {"connect_timeout": connect_timeout_s}
+    if statement_timeout_ms:
+        connect_args["options"] = f"-c statement_timeout={int(statement_timeout_ms)}"
     return create_engine(
         normalise_url(url),
         pool_size=pool_size,
         max_overflow=2,
         pool_pre_ping=True,
         pool_recycle=1800,
+        pool_timeout=connect_timeout_s,
+        connect_args=connect_args,
     )
 
 

@@ -158,6 +158,7 @@ class RepositoryService:
                     keys[entry_id] = blob.sha256
                 write(conn, checked, keys)
                 call.audit_success(conn, [o.id for o in sub.objects()])
+            call.log["bytes"] = sum(part.size for part in contents.values())  # for /metrics
             return Reply(registry_response())
         except XdsFailure as failure:
             return Reply(registry_response(failure.errors))
