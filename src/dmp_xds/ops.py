@@ -31,6 +31,7 @@ from typing import Any
 from sqlalchemy import Engine, text
 from sqlalchemy import exc as sa_exc
 
+from .audit.trail import TRANSACTIONS
 from .errors import ErrorCode, FaultCode, SoapFault
 from .metadata import vocabulary as v
 from .namespaces import RS
@@ -41,15 +42,8 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 READY_DB_TIMEOUT_MS = 2000
 """``/ready`` must answer well within a probe's timeout even when the database hangs."""
 
-# Transactions by SOAP action: a bounded label set (never anything taken from the request).
-TRANSACTIONS = {
-    v.ACTION_PNR: "ITI-41",
-    v.ACTION_REGISTER: "ITI-42",
-    v.ACTION_STORED_QUERY: "ITI-18",
-    v.ACTION_RETRIEVE: "ITI-43",
-    v.ACTION_UPDATE: "ITI-57",
-    v.ACTION_DELETE: "ITI-62",
-}
+# Transaction labels come from the audit trail's map of SOAP actions: a bounded set, never
+# anything taken from the request.
 _STATUS_OUTCOMES = {
     v.RESPONSE_SUCCESS: "success",
     v.RESPONSE_PARTIAL: "partial",

@@ -21,6 +21,7 @@ from dmp_xds.policy.access import (
     see_document,
 )
 from dmp_xds.policy.rights import Column, Condition, RightsMatrix, load_matrix
+from tests.fixtures.principals import principal
 
 AUTHOR, OTHER = "810000000001", "810000000002"
 CLINIC, ELSEWHERE = "1999000001", "1999000002"
@@ -209,36 +210,6 @@ def test_document_facts_from_stored_metadata() -> None:
     assert facts.authored_by_patient
 
 
-def _principal(profession: tuple[str, str], mode: str = "DIRECTE", access: str = "normal"):
-    import datetime as dt
-
-    from dmp_xds.metadata.datatypes import parse_patient_id
-    from dmp_xds.security.principal import (
-        AccessMode,
-        AuthenticationMode,
-        CodedValue,
-        Principal,
-        Software,
-    )
-
-    now = dt.datetime.now(dt.UTC)
-    return Principal(
-        assertion_id="_a",
-        name_id="810000000001",
-        subject_name="MARTIN CLAIRE",
-        roles=(CodedValue(*profession),),
-        structure_id="1999000001",
-        activity_sector=CodedValue("SA01", "1.2.250.1.71.4.2.4"),
-        authentication_mode=AuthenticationMode(mode),
-        access_mode=AccessMode(access),
-        patient=parse_patient_id("1^^^&1.2.250.1.213.1.4.10&ISO"),
-        software=Software("LPS", "1", "HOMO-1"),
-        vihf_version="3.0",
-        issue_instant=now,
-        expires=now,
-    )
-
-
 @pytest.mark.parametrize(
     ("profession", "mode", "access", "mt", "kind", "expected_mode"),
     [
@@ -280,6 +251,6 @@ def _principal(profession: tuple[str, str], mode: str = "DIRECTE", access: str =
 def test_actor_of_a_vihf(profession, mode, access, mt, kind, expected_mode) -> None:
     from dmp_xds.policy.facts import actor_of
 
-    who = actor_of(_principal(profession, mode, access), medecin_traitant=mt)
+    who = actor_of(principal("810000000001", profession, access, mode), medecin_traitant=mt)
     assert (who.kind, who.mode) == (kind, expected_mode)
     assert who.person_id == "810000000001" and who.structure_id == "1999000001"

@@ -2,49 +2,14 @@
 
 from __future__ import annotations
 
-import datetime as dt
-
 import pytest
 
-from dmp_xds.metadata.datatypes import parse_patient_id
 from dmp_xds.policy.purge import may_purge
-from dmp_xds.security.principal import (
-    AccessMode,
-    AuthenticationMode,
-    CodedValue,
-    Principal,
-    Software,
-)
+from tests.fixtures.principals import HOST_PHYSICIAN, principal
 
-HOST_PHYSICIAN = "810000000001"
 OTHER_PHYSICIAN = "810000000002"
-MEDECIN = ("10", "1.2.250.1.71.1.2.7")
 INFIRMIER = ("60", "1.2.250.1.71.1.2.7")
 CPE_ROLE = ("10", "1.2.250.1.999.9")  # the right code in another code system
-
-
-def principal(
-    name_id: str = HOST_PHYSICIAN,
-    profession: tuple[str, str] = MEDECIN,
-    access: str = "normal",
-    mode: str = "INDIRECTE",
-) -> Principal:
-    now = dt.datetime(2026, 1, 15, tzinfo=dt.UTC)
-    return Principal(
-        assertion_id="_a",
-        name_id=name_id,
-        subject_name="HOTE CLAIRE",
-        roles=(CodedValue(*profession),),
-        structure_id="1999000001",
-        activity_sector=CodedValue("SA01", "1.2.250.1.71.4.2.4"),
-        authentication_mode=AuthenticationMode(mode),
-        access_mode=AccessMode(access),
-        patient=parse_patient_id("1^^^&1.2.250.1.213.1.4.10&ISO"),
-        software=Software("LPS", "1", "HOMO-1"),
-        vihf_version="3.0",
-        issue_instant=now,
-        expires=now,
-    )
 
 
 LISTED = (HOST_PHYSICIAN,)
