@@ -246,6 +246,23 @@ def test_document_facts_from_stored_metadata() -> None:
             Kind.ETABLISSEMENT,
             Mode.CENTRE_15,
         ),
+        # AIR: the establishment vouches for the named professional, who acts as such.
+        (
+            ("10", "1.2.250.1.71.1.2.7"),
+            "INDIRECTE_RENFORCEE",
+            "normal",
+            "810000000001",
+            Kind.MEDECIN_TRAITANT,
+            Mode.NORMAL,
+        ),
+        (
+            ("60", "1.2.250.1.71.1.2.7"),
+            "INDIRECTE_RENFORCEE",
+            "normal",
+            None,
+            Kind.PS,
+            Mode.NORMAL,
+        ),
     ],
 )
 def test_actor_of_a_vihf(profession, mode, access, mt, kind, expected_mode) -> None:

@@ -24,12 +24,15 @@ _MODES = {
 def actor_of(principal: Principal, *, medecin_traitant: str | None = None) -> Actor:
     """The matrix actor of a verified VIHF.
 
-    Indirect modes act as the institution's certificate; in direct mode a physician is the
-    médecin traitant when the record designates that very professional, a holder of a health
-    profession (TRE_G15) is a PS, anyone else (a CPE card) is establishment staff.
+    Plain indirect mode acts as the institution's certificate (the matrix's "certificat ES"
+    columns). Direct mode and reinforced indirect mode (AIR, PDT-INF-606: the establishment
+    vouches for a strong local authentication of the named professional) act as the
+    professional: a physician is the médecin traitant when the record designates that very
+    professional, a holder of a health profession (TRE_G15) is a PS, anyone else (a CPE card)
+    is establishment staff.
     """
     mode = _MODES[principal.access_mode]
-    if principal.authentication_mode is not AuthenticationMode.DIRECTE:
+    if principal.authentication_mode is AuthenticationMode.INDIRECTE:
         kind = Kind.ETABLISSEMENT
     elif principal.profession.system != PROFESSION_SYSTEM:
         kind = Kind.CPE
