@@ -28,9 +28,9 @@ from sqlalchemy import Engine, text
 from dmp_xds.client.xds import XdsClient
 from dmp_xds.metadata.xsd import payload_errors
 from dmp_xds.registry.database import EmbeddedPostgres, make_engine, migrate
-from dmp_xds.registry.register import create_patient
 from dmp_xds.security.pki import TestPki, init_test_pki
 from tests.fixtures.metadata import new_patient_id
+from tests.fixtures.records import open_record
 
 REPOSITORY_UNIQUE_ID = "1.2.250.1.999.1.1.1"
 
@@ -172,10 +172,11 @@ def server(
 
 @pytest.fixture
 def patient_id(engine: Engine) -> str:
-    """A fresh patient known to the registry."""
+    """A fresh patient with an open DMP record on which the default test physician is
+    authorised (tests/fixtures/records.py)."""
     pid = new_patient_id()
     with engine.begin() as conn:
-        create_patient(conn, pid)
+        open_record(conn, pid)
     return pid
 
 
@@ -190,13 +191,16 @@ def client_for(server: Server, test_pki: TestPki) -> ClientFactory:
     ``vihf`` (a dict) changes what the VIHF says, e.g. ``{"professional": "infirmier",
     "access_mode": "bris_de_glace"}`` or ``{"signer": None}`` (see
     :meth:`TestPki.vihf_headers`); other keyword arguments go to :class:`XdsClient`.
+    By default the physician ``medecin`` acts in reinforced indirect mode (AIR): signed by
+    the institution, acting as the professional.
     Session-scoped so that module fixtures can use it too.
     """
 
     def make(
         patient_id: str | None = None, *, vihf: dict[str, Any] | None = None, **kwargs: object
     ) -> XdsClient:
-        headers = test_pki.vihf_headers(patient_id or new_patient_id(), **(vihf or {}))
+        claims = {"authentication_mode": "INDIRECTE_RENFORCEE", **(vihf or {})}
+        headers = test_pki.vihf_headers(patient_id or new_patient_id(), **claims)
         kwargs.setdefault("header_factory", headers)
         return schema_checked(XdsClient(server.url, **kwargs))  # type: ignore[arg-type]
 

@@ -47,6 +47,9 @@ class ErrorCode(StrEnum):
     UNREFERENCED_OBJECT = "XDSUnreferencedObjectException"
     REFERENCES_EXIST = "ReferencesExistException"
     EXTRA_METADATA_NOT_SAVED = "XDSExtraMetadataNotSaved"
+    # The national DMP's own codes: DMP-compatible software reads them in XDS answers too.
+    DMP_ACCESS_DENIED = "DMPAccessDeniedByRightsService"
+    DMP_CLOSED = "DMPClosed"
 
 
 class Severity(StrEnum):

@@ -23,6 +23,7 @@ from tests.fixtures.metadata import (
     submit_objects_request,
     unique_oid,
 )
+from tests.fixtures.records import open_record
 
 
 def register(client: XdsClient, pid: str, docs: list[Doc], extra: str = "", **kw):
@@ -175,12 +176,11 @@ def test_folder_lifecycle(client, patient_id) -> None:
 
 
 def test_folder_of_another_patient(client_for, patient_id, engine) -> None:
-    from dmp_xds.registry.register import create_patient
     from tests.fixtures.metadata import new_patient_id
 
     other = new_patient_id()
     with engine.begin() as conn:
-        create_patient(conn, other)
+        open_record(conn, other)
     other_client = client_for(other)
     folder_uid = unique_oid(2)
     made = register(

@@ -18,7 +18,7 @@ from dmp_xds.client.xds import XdsClient, remove_objects_request
 from dmp_xds.metadata import vocabulary as v
 from dmp_xds.metadata.ebrim import resolve_symbolic_ids
 from dmp_xds.registry import patient_lock
-from dmp_xds.registry.register import create_patient, patient_key
+from dmp_xds.registry.register import patient_key
 from dmp_xds.repository.maintenance import collect_garbage
 from dmp_xds.repository.store import open_store
 from dmp_xds.soap.envelope import SoapVersion
@@ -33,6 +33,7 @@ from tests.fixtures.metadata import (
     submit_objects_request,
     unique_oid,
 )
+from tests.fixtures.records import open_record
 
 RIM = "urn:oasis:names:tc:ebxml-regrep:xsd:rim:3.0"
 LCM = "urn:oasis:names:tc:ebxml-regrep:xsd:lcm:3.0"
@@ -321,7 +322,7 @@ def test_a_unique_id_stays_taken_while_one_version_remains(
 def other_patients_document(client_for, engine: Engine) -> dict[str, str]:
     other = new_patient_id()
     with engine.begin() as conn:
-        create_patient(conn, other)
+        open_record(conn, other)
     return submit(client_for(other), other, [Doc(b"someone else's document")])
 
 

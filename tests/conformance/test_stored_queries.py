@@ -29,6 +29,7 @@ from tests.fixtures.metadata import (
     submit_objects_request,
     unique_oid,
 )
+from tests.fixtures.records import open_record
 
 APPROVED, DEPRECATED = v.APPROVED, v.DEPRECATED
 RIM = "urn:oasis:names:tc:ebxml-regrep:xsd:rim:3.0"
@@ -58,12 +59,11 @@ def _uuid_of(client: XdsClient, unique_id: str, query: str, param: str) -> str:
 @pytest.fixture(scope="module")
 def data(server, database_url, client_for) -> DataSet:
     from dmp_xds.registry.database import make_engine
-    from dmp_xds.registry.register import create_patient
 
     pid = new_patient_id()
     engine = make_engine(database_url, pool_size=1)
     with engine.begin() as conn:
-        create_patient(conn, pid)
+        open_record(conn, pid)
     engine.dispose()
     client = client_for(pid)  # signs a VIHF for this patient on every call
     docs = {
@@ -226,7 +226,7 @@ CASES = [
         lambda d: {
             "$XDSDocumentEntryPatientId": d.patient_id,
             "$XDSDocumentEntryStatus": [APPROVED],
-            "$XDSDocumentEntryAuthorPerson": ["%MARTIN%"],
+            "$XDSDocumentEntryAuthorPerson": ["%MEDECIN%"],
         },
         {"ExtrinsicObject": 5},
     ),

@@ -12,73 +12,7 @@ from lxml import etree
 from dmp_xds.client.xds import XdsClient
 from dmp_xds.metadata import vocabulary as v
 from tests.fixtures.metadata import Doc, submit_objects_request
-
-RIM = "urn:oasis:names:tc:ebxml-regrep:xsd:rim:3.0"
-UPDATE_STATUS = "urn:ihe:iti:2010:AssociationType:UpdateAvailabilityStatus"
-
-
-def _slot(name: str, *values: str) -> etree._Element:
-    slot = etree.Element(f"{{{RIM}}}Slot", name=name)
-    value_list = etree.SubElement(slot, f"{{{RIM}}}ValueList")
-    for value in values:
-        etree.SubElement(value_list, f"{{{RIM}}}Value").text = value
-    return slot
-
-
-def registered(client: XdsClient, patient_id: str, doc: Doc) -> str:
-    assert client.register(
-        submit_objects_request(patient_id, [doc], registry_side=True)
-    ).status == ("Success")
-    return versions(client, doc)[0].get("id")
-
-
-def versions(client: XdsClient, doc: Doc) -> list[etree._Element]:
-    found = client.stored_query(v.GET_DOCUMENTS, {"$XDSDocumentEntryUniqueId": [doc.unique_id]})
-    assert found.status == "Success", found.errors
-    return sorted(
-        found.objects,
-        key=lambda o: (
-            int(o.find(f"{{{RIM}}}VersionInfo").get("versionName"))
-            if o.find(f"{{{RIM}}}VersionInfo") is not None
-            else 1
-        ),
-    )
-
-
-def new_version(
-    patient_id: str,
-    doc: Doc,
-    lid: str,
-    previous: str | None = "1",
-    extra_link_slot: tuple[str, str] | None = None,
-) -> etree._Element:
-    """An ITI-57 request: the same document under logical id ``lid``, PreviousVersion given."""
-    doc.symbolic_id = "Update01"
-    request = submit_objects_request(patient_id, [doc], registry_side=True)
-    entry = request.find(f".//{{{RIM}}}ExtrinsicObject")
-    entry.set("lid", lid)
-    link = request.find(f".//{{{RIM}}}Association")
-    if previous is not None:
-        link.insert(1, _slot("PreviousVersion", previous))
-    if extra_link_slot:
-        link.insert(1, _slot(*extra_link_slot))
-    return request
-
-
-def status_update(patient_id: str, target: str, slots: dict[str, str]) -> etree._Element:
-    request = submit_objects_request(patient_id, [], registry_side=True)
-    object_list = request.find(f"{{{RIM}}}RegistryObjectList")
-    assoc = etree.SubElement(
-        object_list,
-        f"{{{RIM}}}Association",
-        id="status-change",
-        associationType=UPDATE_STATUS,
-        sourceObject="SubmissionSet01",
-        targetObject=target,
-    )
-    for name, value in slots.items():
-        assoc.append(_slot(name, value))
-    return request
+from tests.fixtures.updates import RIM, new_version, registered, status_update, versions
 
 
 def test_new_version(client: XdsClient, patient_id: str) -> None:
@@ -180,6 +114,15 @@ def test_availability_status(client: XdsClient, patient_id: str, new: str, back)
         status_update(patient_id, uuid, {"OriginalStatus": v.APPROVED, "NewStatus": new})
     )
     assert result.status == "Success", result.errors
+    if new == v.DELETED:
+        # The DMP's deletion: the document leaves every view, even a query for Deleted.
+        assert versions(client, doc) == []
+        deleted = client.stored_query(
+            v.FIND_DOCUMENTS,
+            {"$XDSDocumentEntryPatientId": patient_id, "$XDSDocumentEntryStatus": [new]},
+        )
+        assert deleted.status == "Success" and deleted.objects == []
+        return
     assert versions(client, doc)[0].get("status") == new
     approved = client.stored_query(
         v.FIND_DOCUMENTS,

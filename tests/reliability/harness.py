@@ -27,10 +27,10 @@ from sqlalchemy import Engine, text
 
 from dmp_xds.client.transport import ClientError
 from dmp_xds.client.xds import SoapFaultError, XdsClient
-from dmp_xds.registry.register import create_patient
 from dmp_xds.security.pki import TestPki
 from tests.conftest import REPOSITORY_UNIQUE_ID, TRUSTED_PROXIES, Server, start_server
 from tests.fixtures.metadata import Doc, new_patient_id, submit_objects_request, unique_oid
+from tests.fixtures.records import open_record
 
 
 def start_own_server(
@@ -47,12 +47,13 @@ def start_own_server(
 def new_patient(engine: Engine) -> str:
     pid = new_patient_id()
     with engine.begin() as conn:
-        create_patient(conn, pid)
+        open_record(conn, pid)
     return pid
 
 
 def client(url: str, pki: TestPki, patient_id: str, *, timeout: float = 30) -> XdsClient:
-    return XdsClient(url, header_factory=pki.vihf_headers(patient_id), timeout=timeout)
+    headers = pki.vihf_headers(patient_id, authentication_mode="INDIRECTE_RENFORCEE")
+    return XdsClient(url, header_factory=headers, timeout=timeout)
 
 
 @dataclass

@@ -19,10 +19,11 @@ from dmp_xds.client.xds import SoapFaultError, XdsClient
 from dmp_xds.config import Settings
 from dmp_xds.metadata import vocabulary as v
 from dmp_xds.namespaces import SAML2, WSSE
-from dmp_xds.registry.register import create_patient
 from dmp_xds.soap.xmlparser import serialize
 from tests.conftest import REPOSITORY_UNIQUE_ID, Server, schema_checked, start_server, stop_server
 from tests.fixtures.metadata import Doc, new_patient_id, submit_objects_request
+from tests.fixtures.records import open_record
+from tests.fixtures.security import proxy_session
 
 INVALID = f"{{{WSSE}}}InvalidSecurity"
 FAILED = f"{{{WSSE}}}FailedAuthentication"
@@ -43,7 +44,7 @@ def submit(client: XdsClient, patient_id: str, doc: Doc):
 def other_patient(engine) -> str:
     pid = new_patient_id()
     with engine.begin() as conn:
-        create_patient(conn, pid)
+        open_record(conn, pid)
     return pid
 
 
@@ -183,13 +184,6 @@ def test_queries_and_retrieve_stay_within_the_patient(client_for, patient_id, ot
 # --- DIRECTE through the trusted proxy --------------------------------------------------------
 
 
-def proxy_session(test_pki, professional: str) -> requests.Session:
-    session = requests.Session()
-    pem = test_pki.professionals[professional].cert_pem.decode()
-    session.headers["X-SSL-Client-Cert"] = urllib.parse.quote(pem, safe="")
-    return session
-
-
 def test_directe_through_the_trusted_proxy(client_for, patient_id, test_pki) -> None:
     direct = {"authentication_mode": "DIRECTE", "signer": None}
     client = client_for(patient_id, vihf=direct, session=proxy_session(test_pki, "medecin"))
@@ -236,7 +230,9 @@ def test_own_tls_listener_with_a_card(tls_server, test_pki, patient_id) -> None:
     client = tls_client(tls_server, test_pki, patient_id, "medecin", **direct)
     assert client.stored_query(FIND, find_params(patient_id)).status == "Success"
     # Indirect callers need no client certificate (the listener asks, does not require).
-    indirect = tls_client(tls_server, test_pki, patient_id, None)
+    indirect = tls_client(
+        tls_server, test_pki, patient_id, None, authentication_mode="INDIRECTE_RENFORCEE"
+    )
     assert indirect.stored_query(FIND, find_params(patient_id)).status == "Success"
     without = tls_client(tls_server, test_pki, patient_id, None, **direct)
     with pytest.raises(SoapFaultError) as caught:

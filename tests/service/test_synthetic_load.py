@@ -13,12 +13,20 @@ from dmp_xds.metadata import vocabulary as v
 from dmp_xds.registry import tables as t
 from dmp_xds.registry.synthetic import LoadReport, document_counts, load_synthetic
 from tests.fixtures.metadata import Doc, submit_objects_request
+from tests.fixtures.records import DEFAULT_READER, professional_actor
 
 
 @pytest.fixture(scope="module")
 def loaded(engine: Engine) -> LoadReport:
     return load_synthetic(
-        engine, 300, 12, heavy_patients=2, heavy_documents=50, seed=3, chunk_documents=100
+        engine,
+        300,
+        12,
+        heavy_patients=2,
+        heavy_documents=50,
+        seed=3,
+        chunk_documents=100,
+        authorise=[professional_actor(DEFAULT_READER).actor_id],
     )
 
 

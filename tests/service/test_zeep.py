@@ -49,7 +49,9 @@ def test_zeep_loads_wsdls_and_runs_a_stored_query(server, client, patient_id, te
                 param("$XDSDocumentEntryStatus", f"('{v.APPROVED}')"),
             ],
         },
-        _soapheaders=test_pki.vihf_headers(patient_id)(),  # a signed VIHF, as every call needs
+        _soapheaders=test_pki.vihf_headers(
+            patient_id, authentication_mode="INDIRECTE_RENFORCEE"
+        )(),  # a signed VIHF, as every call needs
     )
     assert response.status_code == 200
     root = etree.fromstring(response.content)

@@ -49,7 +49,7 @@ def test_document_entry_fields_are_read() -> None:
     assert de.creation_time == "20260115093000"
     assert de.language_code == "fr-FR"
     assert de.source_patient_info[0].startswith("PID-5|")
-    assert de.authors[0].person and de.authors[0].person.startswith("899900063480^MARTIN")
+    assert de.authors[0].person and de.authors[0].person.startswith("899900000011^MEDECIN")
     assert de.authors[0].specialties and de.authors[0].institutions
     ss = sub.submission_set
     assert ss is not None and ss.content_type_code and ss.content_type_code.code == "04"

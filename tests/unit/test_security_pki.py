@@ -10,7 +10,7 @@ from dmp_xds.cli import build_parser
 from dmp_xds.config import Settings
 from dmp_xds.namespaces import SAML2, WSSE
 from dmp_xds.security.commands import with_test_pki
-from dmp_xds.security.pki import load_test_pki
+from dmp_xds.security.pki import PROFESSIONALS, load_test_pki
 from dmp_xds.security.trust import Purpose, TrustStore
 
 
@@ -29,8 +29,8 @@ def test_pki_init_writes_a_usable_pki(tmp_path, capsys) -> None:
     assert stat.S_IMODE((folder / "ca.key").stat().st_mode) == 0o600
     store = TrustStore.from_paths(pki.trust_dir, pki.crl_dir)
     store.validate(pki.institution.cert, [], Purpose.SIGNATURE)
-    professions = {issued.cert.subject.rfc4514_string() for issued in pki.professionals.values()}
-    assert len(professions) == 3  # different professions, each with its IdNat as CN
+    subjects = {issued.cert.subject.rfc4514_string() for issued in pki.professionals.values()}
+    assert len(subjects) == len(PROFESSIONALS)  # each with its IdNat as CN
     for handle in pki.professionals:
         store.validate(pki.professionals[handle].cert, [], Purpose.TLS_CLIENT)
     assert "localhost" in pki.server.cert.subject.rfc4514_string()

@@ -18,6 +18,7 @@ import pytest
 import zeep
 from lxml import etree
 
+from dmp_xds.metadata.vocabulary import response_action
 from dmp_xds.metadata.xsd import payload_errors
 from dmp_xds.namespaces import SOAP12, WSA, WSU
 from dmp_xds.resources import resource_dir
@@ -233,7 +234,8 @@ def test_every_operation_declares_its_actions_and_body(
         op_name = op.get("name")
         inp, out = op.find(f"{{{WSDL_NS}}}input"), op.find(f"{{{WSDL_NS}}}output")
         seen[op_name] = inp.get(f"{{{WSAM}}}Action")
-        assert out.get(f"{{{WSAM}}}Action") == actions[op_name] + "Response"
+        # The answer's action is the server's (ITI-57: the DMP's "-Response" spelling).
+        assert out.get(f"{{{WSAM}}}Action") == response_action(actions[op_name])
         part = messages[inp.get("message").split(":")[1]].find(f"{{{WSDL_NS}}}part")
         assert part.get("element") == INPUT_ELEMENTS[op_name]
         out_part = messages[out.get("message").split(":")[1]].find(f"{{{WSDL_NS}}}part")

@@ -36,7 +36,7 @@ RESPONSE_ACTIONS = {
     ACTION_REGISTER: "urn:ihe:iti:2007:RegisterDocumentSet-bResponse",
     ACTION_STORED_QUERY: "urn:ihe:iti:2007:RegistryStoredQueryResponse",
     ACTION_RETRIEVE: "urn:ihe:iti:2007:RetrieveDocumentSetResponse",
-    ACTION_UPDATE: "urn:ihe:iti:2010:UpdateDocumentSetResponse",
+    ACTION_UPDATE: "urn:ihe:iti:2010:UpdateDocumentSet-Response",  # the DMP's spelling
     ACTION_DELETE: "urn:ihe:iti:2010:DeleteDocumentSetResponse",
 }
 

@@ -100,5 +100,9 @@ ACTION_DELETE: Final = "urn:ihe:iti:2010:DeleteDocumentSet"
 
 
 def response_action(action: str) -> str:
-    """The WS-Addressing Action of the answer to ``action`` (IHE appends ``Response``)."""
+    """The WS-Addressing Action of the answer to ``action``: IHE appends ``Response``, except
+    for ITI-57, which the national DMP's WSDL and answers spell ``UpdateDocumentSet-Response``
+    (WCF-generated DMP clients check it against their contract)."""
+    if action == ACTION_UPDATE:
+        return "urn:ihe:iti:2010:UpdateDocumentSet-Response"
     return action + "Response"

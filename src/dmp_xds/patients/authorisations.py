@@ -256,6 +256,7 @@ class AccessFacts:
     """
 
     record_status: str | None
+    patient_key: int | None = None
     authorised: bool = False
     blocked: bool = False
     medecin_traitant: bool = False
@@ -283,6 +284,7 @@ def access_facts(
     own = next((a for a in rows if a.actor.actor_type == PROFESSIONAL), None)
     return AccessFacts(
         record_status=record.status,
+        patient_key=record.patient_key,
         authorised=own is not None and own.status == AUTHORISED,
         blocked=any(a.status == BLOCKED for a in rows),
         medecin_traitant=own is not None and own.medecin_traitant,

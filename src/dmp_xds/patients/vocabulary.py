@@ -8,6 +8,8 @@ were chosen in the same style.
 
 from __future__ import annotations
 
+from ..errors import ErrorCode
+
 # --- SOAP / WS-Addressing actions ----------------------------------------------------------
 GDP_GET = "urn:hl7-org:v3:PRPA_IN201307UV02"  # TD0.2 existence test, TD1.3a consultation
 GDP_GET_RESPONSE = "urn:hl7-org:v3:PRPA_IN201308UV02"
@@ -92,11 +94,12 @@ AUTH_FORBIDDEN = "INTERDITE"
 # --- acknowledgement-detail / status codes ----------------------------------------------------
 DMP_OK = "DMPOk"  # seen
 DMP_FOUND = "DMPFound"  # seen: creation of an existing record, reactivation of an open one
-DMP_CLOSED = "DMPClosed"  # seen: revising a closed record
+DMP_CLOSED = ErrorCode.DMP_CLOSED.value  # seen: revising a closed record
 DMP_NOT_FOUND = "DMPNotFound"  # ours: revising a record that does not exist
-DMP_ACCESS_DENIED = "DMPAccessDeniedByRightsService"  # seen
+DMP_ACCESS_DENIED = ErrorCode.DMP_ACCESS_DENIED.value  # seen
 DMP_CONSENT_MISSING = "DMPConsentMissing"  # ours: creation/reactivation without consent
 DMP_INVALID_REQUEST = "DMPInvalidRequest"  # ours: a non-HL7 request that makes no sense
-PATIENT_MISMATCH = "XDSPatientIdDoesNotMatch"  # seen on the DMP's XDS side, reused here
+# Seen on the DMP's XDS side, reused here.
+PATIENT_MISMATCH = ErrorCode.PATIENT_ID_DOES_NOT_MATCH.value
 MISSING_ELEMENT = "SYN105"  # HL7: required element missing
 WRONG_VALUE = "SYN102"  # HL7: data type / value error

@@ -12,11 +12,11 @@ Nothing here does I/O, so every rule is tested as a table (tests/unit/test_polic
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
 from ..metadata import vocabulary as v
+from .habilitations import Habilitations
 from .rights import Column, Condition, RightsMatrix, load_matrix
 
 # Confidentiality codes of the DMP (TRE_A07 / J58, code system 1.2.250.1.213.1.1.4.13).
@@ -55,6 +55,7 @@ class Actor:
     mode: Mode
     person_id: str  # national identifier (RPPS/ADELI...) or the structure's, in indirect mode
     structure_id: str
+    profession: str = ""  # TRE_G15 code (the habilitation matrix reads it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,12 +74,22 @@ class Document:
     author_ids: frozenset[str]  # person ids of the authors
     author_structures: frozenset[str]
     authored_by_patient: bool = False
+    type_code: str = ""  # typeCode as code^^scheme (the habilitation matrix reads it)
+
+
+class Refusal(StrEnum):
+    """Why a call is refused, as far as the caller's answer says it (the error code)."""
+
+    NO_RECORD = "no_record"  # the patient has no DMP record
+    CLOSED = "closed"  # the record is closed
+    DENIED = "denied"  # the rights say no
 
 
 @dataclass(frozen=True, slots=True)
 class Decision:
     allowed: bool
     reason: str
+    refusal: Refusal = Refusal.DENIED
 
     def __bool__(self) -> bool:
         return self.allowed
@@ -87,8 +98,8 @@ class Decision:
 ALLOW = Decision(True, "allowed")
 
 
-def deny(reason: str) -> Decision:
-    return Decision(False, reason)
+def deny(reason: str, refusal: Refusal = Refusal.DENIED) -> Decision:
+    return Decision(False, reason, refusal)
 
 
 def column(actor: Actor) -> Column | None:
@@ -126,9 +137,9 @@ def may(actor: Actor, action: str, matrix: RightsMatrix | None = None) -> Decisi
 
 def _record_gate(actor: Actor, record: Record) -> Decision | None:
     if not record.exists:
-        return deny("the patient has no record")
+        return deny("the patient has no record", Refusal.NO_RECORD)
     if record.closed:
-        return deny("the record is closed")
+        return deny("the record is closed", Refusal.CLOSED)
     if record.authorisation is Authorisation.BLOCKED:
         return deny("the patient has blocked this professional")
     return None
@@ -177,7 +188,11 @@ def _condition_holds(condition: Condition | None, actor: Actor, doc: Document) -
 
 
 def see_document(
-    actor: Actor, record: Record, doc: Document, matrix: RightsMatrix | None = None
+    actor: Actor,
+    record: Record,
+    doc: Document,
+    matrix: RightsMatrix | None = None,
+    habilitations: Habilitations | None = None,
 ) -> Decision:
     """Whether one document may appear in the actor's answers (queries filter it out, retrieve
     answers as if it did not exist). Assumes :func:`consult_record` allowed the record."""
@@ -187,6 +202,8 @@ def see_document(
         return deny(f"{actor.kind} cannot act in {actor.mode} mode")
     if doc.status == v.DELETED:
         return deny("deleted documents leave every view")
+    if habilitations is not None and not habilitations.may_read(actor.profession, doc.type_code):
+        return deny(f"profession {actor.profession} may not read {doc.type_code} documents")
     rows = ["TD3.2_masques" if MASQUE_PS in doc.confidentiality else "TD3.2_non_masques"]
     if INVISIBLE_PATIENT in doc.confidentiality:
         rows.append("TD3.2_invisibles_patient")
@@ -213,6 +230,7 @@ OPERATIONS = {
     "unarchive": "TD3.3d_desarchiver",
     "delete": "TD3.3c_supprimer",
 }
+REVISE = "revise"  # a metadata update that is no TD3.3 operation (policy/updates.py)
 _STARRED = {"archive", "unarchive", "delete"}  # "*": a patient's document: MT only
 
 
@@ -223,10 +241,23 @@ def change_document(
     operation: str,
     matrix: RightsMatrix | None = None,
 ) -> Decision:
-    """Masking, visibility, archiving and deletion of one document (TD3.3)."""
+    """Masking, visibility, archiving and deletion of one document (TD3.3), or ``revise``:
+    another metadata correction, which the matrix does not list; it is left to whoever
+    submitted the document (its author, or the author's structure for an institution or a
+    CPE) provided it may still feed the record."""
     gate = _record_gate(actor, record)
     if gate is not None:
         return gate
+    if operation == REVISE:
+        fed = feed_record(actor, record, matrix)
+        if not fed:
+            return fed
+        kind = (
+            Condition.STRUCTURE_DOCUMENTS
+            if actor.kind in (Kind.ETABLISSEMENT, Kind.CPE)
+            else Condition.OWN_DOCUMENTS
+        )
+        return _condition_holds(kind, actor, doc)
     if operation not in OPERATIONS:
         return deny(f"unknown operation {operation!r}")
     col = column(actor)
@@ -244,8 +275,186 @@ def change_document(
     return _condition_holds(right.condition, actor, doc)
 
 
-def visible_documents(
-    actor: Actor, record: Record, docs: Iterable[Document], matrix: RightsMatrix | None = None
-) -> list[bool]:
-    """:func:`see_document` for many documents (the query filter)."""
-    return [bool(see_document(actor, record, d, matrix)) for d in docs]
+class Search(StrEnum):
+    """What a registry search (TD3.1) may return to an actor."""
+
+    METADATA = "metadata"  # documents' metadata (LeafClass) and references
+    REFERENCES = "references"  # references only (ObjectRef), to documents it could delete
+
+
+def search_record(
+    actor: Actor, record: Record, matrix: RightsMatrix | None = None
+) -> tuple[Decision, Search]:
+    """TD3.1: actors with the metadata right search like :func:`consult_record`; the others
+    (CPE, institution certificate: note 5) may only look up references, "in view of deleting
+    them", so they need no authorisation but see only what they may delete."""
+    m = matrix or load_matrix()
+    col = column(actor)
+    if col is not None and m.right("TD3.1_metadonnees", col).allowed:
+        return consult_record(actor, record, m), Search.METADATA
+    gate = _record_gate(actor, record)
+    if gate is not None:
+        return gate, Search.REFERENCES
+    return may(actor, "TD3.1_reference", m), Search.REFERENCES
+
+
+def find_document(
+    actor: Actor,
+    record: Record,
+    doc: Document,
+    search: Search,
+    matrix: RightsMatrix | None = None,
+    habilitations: Habilitations | None = None,
+) -> Decision:
+    """Whether a search of kind ``search`` shows ``doc`` to the actor."""
+    if search is Search.METADATA:
+        return see_document(actor, record, doc, matrix, habilitations)
+    if doc.status == v.DELETED:
+        return deny("deleted documents leave every view")
+    return change_document(actor, record, doc, "delete", matrix)
+
+
+# --- the record's own services (GestionDossierPatientPartage, Habilitations, PatientsSpecific,
+# PDQSupplier): who may call what, from the matrix's TD0.x / TD1.x rows and their footnotes.
+class RecordTransaction(StrEnum):
+    """A call on a patient's record; the value is the matrix row where the matrix has one."""
+
+    EXISTENCE = "TD0.2"  # existence test and the caller's authorisation status
+    AUTHORISE = "TD0.3_autoriser"  # "se déclarer autorisé"
+    DESIGNATE_MT = "TD0.3_designer_mt"  # AJOUT with role MEDECIN_TRAITANT (ours: not a row)
+    REVOKE = "TD0.3_supprimer_autorisation"  # "supprimer son autorisation"
+    REVOKE_MT = "TD0.3_supprimer_mt"  # "se supprimer MT"
+    BLOCK = "TD0.3_bloquer"  # our extension: what the Web PS offers the médecin traitant
+    UNBLOCK = "TD0.3_debloquer"
+    CREATE = "TD1.1"
+    REACTIVATE = "TD1.2"
+    CONSULT = "TD1.3a"
+    MODIFY = "TD1.3b"
+    CLOSE = "TD1.4"
+    LIST_AUTHORISATIONS = "TD1.6"
+
+
+# Not in the 2024 matrix (creation and the record's life moved to Mon espace santé): allowed in
+# normal access mode only, never as an emergency side effect of break-glass or régulation.
+_OUTSIDE_MATRIX = {
+    RecordTransaction.CREATE,
+    RecordTransaction.REACTIVATE,
+    RecordTransaction.MODIFY,
+    RecordTransaction.CLOSE,
+}
+# Note 10: TD1.3b / TD1.4 / TD1.5 only for records not attached to Mon espace santé.
+_NOT_WITH_MES = {RecordTransaction.MODIFY, RecordTransaction.CLOSE}
+
+
+def manage_record(
+    actor: Actor,
+    record: Record,
+    transaction: RecordTransaction,
+    matrix: RightsMatrix | None = None,
+    *,
+    attached_to_mes: bool = False,
+) -> Decision:
+    """May ``actor`` make this call on the record's administration (TD0.2, TD0.3, TD1.x)?
+
+    Only who may call what: whether the record exists or is open is the record's own state,
+    answered by the record layer with its own codes (DMPNotFound, DMPClosed). A professional
+    the patient blocked is refused everything except TD0.2, which exists to tell them so.
+    """
+    if transaction in _OUTSIDE_MATRIX:
+        if column(actor) is None:
+            return deny(f"{actor.kind} cannot act in {actor.mode} mode")
+        if actor.mode is not Mode.NORMAL:
+            return deny(f"{transaction.value} is only possible in normal access mode")
+        if transaction in _NOT_WITH_MES and attached_to_mes:
+            return deny(f"{transaction.value} is not possible on a record attached to MES")
+    elif transaction in (RecordTransaction.BLOCK, RecordTransaction.UNBLOCK):
+        if actor.kind is not Kind.MEDECIN_TRAITANT or actor.mode is not Mode.NORMAL:
+            return deny("only the médecin traitant, in normal mode, blocks or unblocks")
+    elif transaction is RecordTransaction.DESIGNATE_MT:
+        decided = may(actor, RecordTransaction.AUTHORISE.value, matrix)
+        if not decided:
+            return decided
+        if actor.kind not in (Kind.MEDECIN, Kind.MEDECIN_TRAITANT):
+            return deny("only a médecin can be the médecin traitant")
+    else:
+        decided = may(actor, transaction.value, matrix)
+        if not decided:
+            return decided
+    if transaction is not RecordTransaction.EXISTENCE and (
+        record.authorisation is Authorisation.BLOCKED
+    ):
+        return deny("the patient has blocked this professional")
+    return ALLOW
+
+
+def find_patients(actor: Actor, matrix: RightsMatrix | None = None) -> Decision:
+    """TD0.5, a patient search by identity traits: régulation (centre 15) only, where the
+    caller may not know the patient's INS."""
+    decided = may(actor, "TD0.5", matrix)
+    if not decided and actor.mode is not Mode.CENTRE_15:
+        return deny("a patient search without INS is only possible in régulation (centre_15)")
+    return decided
+
+
+def list_patients(
+    actor: Actor,
+    *,
+    owner: str | None,
+    owner_in_structure: bool,
+    since_given: bool,
+    matrix: RightsMatrix | None = None,
+) -> Decision:
+    """TD0.4, the records a professional is authorised on.
+
+    ``owner`` is whose list is asked (``psOwnerId``; None: the caller's own). Note 2: a CPE
+    may list those of a professional of its own structure (``owner_in_structure``). Note 3:
+    an institution certificate only lists new authorisations, so it must give a start date.
+    """
+    decided = may(actor, "TD0.4", matrix)
+    if not decided:
+        return decided
+    if owner is not None and owner != actor.person_id:
+        if actor.kind is not Kind.CPE:
+            return deny("a professional lists only their own patients")
+        if not owner_in_structure:
+            return deny("a CPE lists only professionals of its own structure")
+    if actor.kind is Kind.ETABLISSEMENT and not since_given:
+        return deny("an institution certificate lists only new authorisations: startDate")
+    return ALLOW
+
+
+def new_authorisations_only(actor: Actor) -> bool:
+    """Note 3: whatever the date type, an institution certificate's TD0.4 list is limited
+    to the authorisations given since its start date."""
+    return actor.kind is Kind.ETABLISSEMENT
+
+
+# --- traces: who reads a patient's audit trail ---------------------------------------------------
+class TraceScope(StrEnum):
+    """How much of a patient's trail a caller reads."""
+
+    NONE = "none"  # refused
+    OWN = "own"  # the caller's own actions on the record
+    RECORD = "record"  # every event of the record
+
+
+def read_traces(actor: Actor, record: Record) -> tuple[Decision, TraceScope]:
+    """The national DMP's rule for its traces (Web PS): "the médecin traitant sees all
+    traces, other professionals only their own", served here to software (audit/service.py).
+
+    Refused: an institution certificate (plain indirect authentication names no person whose
+    "own" actions these would be), a professional the patient blocked, and every emergency
+    mode (reading the trail is not care; break-glass and régulation stay narrow). The whole
+    trail goes to the record's médecin traitant while the record is open. Anyone else reads
+    their own actions, with or without an authorisation or even a record: what one did is
+    one's own to see, and an authorisation may have been removed since.
+    """
+    if actor.kind is Kind.ETABLISSEMENT:
+        return deny("an institution certificate reads no traces"), TraceScope.NONE
+    if actor.mode is not Mode.NORMAL:
+        return deny(f"traces are not read in {actor.mode} mode"), TraceScope.NONE
+    if record.authorisation is Authorisation.BLOCKED:
+        return deny("the patient has blocked this professional"), TraceScope.NONE
+    if actor.kind is Kind.MEDECIN_TRAITANT and record.exists and not record.closed:
+        return Decision(True, "the médecin traitant reads the whole trail"), TraceScope.RECORD
+    return Decision(True, "a professional reads their own actions"), TraceScope.OWN

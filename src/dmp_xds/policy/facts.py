@@ -40,7 +40,7 @@ def actor_of(principal: Principal, *, medecin_traitant: str | None = None) -> Ac
         kind = Kind.MEDECIN_TRAITANT if principal.name_id == medecin_traitant else Kind.MEDECIN
     else:
         kind = Kind.PS
-    return Actor(kind, mode, principal.name_id, principal.structure_id)
+    return Actor(kind, mode, principal.name_id, principal.structure_id, principal.profession.code)
 
 
 def person_id(xcn: str) -> str:
@@ -67,6 +67,7 @@ def document_of(
     confidentiality: Iterable[str],
     author_persons: Iterable[str],
     author_institutions: Iterable[str] = (),
+    type_code: str = "",
 ) -> Document:
     """Document facts from stored metadata (codes as ``code^^scheme``, authors as XCN/XON)."""
     persons = list(author_persons)
@@ -78,4 +79,5 @@ def document_of(
             filter(None, (organisation_id(o) for o in author_institutions))
         ),
         authored_by_patient=any(is_patient(p) for p in persons),
+        type_code=type_code,
     )

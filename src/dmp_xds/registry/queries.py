@@ -10,8 +10,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-from sqlalchemy import Connection, exists, func, literal, or_, select
+from sqlalchemy import Connection, Table, exists, func, literal, or_, select
 from sqlalchemy.sql.elements import ColumnElement
 
 from ..errors import ErrorCode, XdsError, XdsFailure
@@ -31,6 +32,7 @@ class Found:
     ebrim: str
     source: uuid.UUID | None = None  # association ends
     target: uuid.UUID | None = None
+    facts: Any = None  # DocumentEntry: the row of DOCUMENT_FACT_COLUMNS (access policy)
 
 
 @dataclass(frozen=True)
@@ -94,11 +96,31 @@ def _author_filter(column: ColumnElement, patterns: list[str]) -> ColumnElement:
     )
 
 
+# What DMP access policy reads of a DocumentEntry (patients/gate.py), selected with it so that
+# filtering an answer costs no second query.
+DOCUMENT_FACT_COLUMNS = (
+    t.document_entry.c.status,
+    t.document_entry.c.confidentiality_codes,
+    t.document_entry.c.author_persons,
+    t.document_entry.c.type_code,
+    t.document_entry.c.ebrim,
+)
+
+
+def _columns(table: Table) -> tuple[ColumnElement, ...]:
+    """What a query selects of the objects it returns."""
+    if table is t.document_entry:
+        return (table.c.entry_uuid, *DOCUMENT_FACT_COLUMNS)
+    return (table.c.entry_uuid, table.c.status, table.c.ebrim)
+
+
 def _found(rows: Sequence, kind: str) -> list[Found]:
     if kind == "Association":
         return [
             Found(kind, r.entry_uuid, r.status, r.ebrim, r.source_uuid, r.target_uuid) for r in rows
         ]
+    if kind == "DocumentEntry":
+        return [Found(kind, r.entry_uuid, r.status, r.ebrim, facts=r) for r in rows]
     return [Found(kind, r.entry_uuid, r.status, r.ebrim) for r in rows]
 
 
@@ -161,7 +183,7 @@ def find_documents(conn: Connection, req: QueryRequest, limit: int) -> list[Foun
         return []
     de = t.document_entry
     rows = conn.execute(
-        select(de.c.entry_uuid, de.c.status, de.c.ebrim)
+        select(*_columns(de))
         .where(de.c.patient_key == key, *_document_filters(req))
         .order_by(de.c.creation_time.desc(), de.c.entry_uuid)
         .limit(limit + 1)
@@ -242,7 +264,7 @@ def _objects(
     table = t.KIND_TABLES[kind]
     patients = {k for k, _ in keys}
     rows = conn.execute(
-        select(table.c.entry_uuid, table.c.status, table.c.ebrim)
+        select(*_columns(table))
         .where(
             table.c.patient_key.in_(patients),
             table.c.entry_uuid.in_([u for _, u in keys]),
@@ -479,7 +501,7 @@ def find_documents_by_reference_id(conn: Connection, req: QueryRequest, limit: i
     de = t.document_entry
     refs = alternatives(req, _DE + "ReferenceIdList")
     rows = conn.execute(
-        select(de.c.entry_uuid, de.c.status, de.c.ebrim)
+        select(*_columns(de))
         .where(
             de.c.patient_key == key,
             de.c.reference_ids.op("&&")(literal(refs, type_=de.c.reference_ids.type)),
@@ -589,7 +611,7 @@ def get_all(conn: Connection, req: QueryRequest, limit: int) -> list[Found]:
         ("Folder", f, [_status_filter(f.c.status, req, _FOL + "Status")]),
     ):
         rows = conn.execute(
-            select(table.c.entry_uuid, table.c.status, table.c.ebrim)
+            select(*_columns(table))
             .where(table.c.patient_key == key, *filters)
             .order_by(table.c.entry_uuid)
             .limit(limit + 1)

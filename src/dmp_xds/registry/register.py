@@ -355,6 +355,7 @@ def insert_document(
     """One DocumentEntry row (``version`` > 1 for ITI-57 updates, which keep the lid)."""
     lid = doc.lid or doc.id
     doc.element.set("lid", lid)
+    set_version_info(doc.element, version)
     conn.execute(
         t.document_entry.insert().values(
             patient_key=key,
@@ -551,3 +552,18 @@ def _set_last_update(
             .where(f.c.patient_key == key, f.c.entry_uuid == as_uuid(folder_urn))
             .values(last_update_time=dtm_key(submission_time), ebrim=fragment(element))
         )
+
+
+def set_version_info(element: etree._Element, version: int) -> None:
+    """The registry numbers versions (1 for a new entry; the DMP answers it too).
+    VersionInfo comes after Name/Description and before Classifications (ebRIM order)."""
+    for old in element.findall(rim("VersionInfo")):
+        element.remove(old)
+    info = etree.Element(rim("VersionInfo"), versionName=str(version))
+    anchor = element.find(rim("Classification"))
+    if anchor is None:
+        anchor = element.find(rim("ExternalIdentifier"))
+    if anchor is not None:
+        anchor.addprevious(info)
+    else:
+        element.append(info)

@@ -3,6 +3,7 @@ ITI-18 Registry Stored Query."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection
 
 from lxml import etree
@@ -15,14 +16,18 @@ from ..metadata.ebrim import adhoc_query_response, object_ref, parse_submission,
 from ..metadata.validation import validate_submission
 from ..metadata.xsd import payload_errors
 from ..namespaces import LCM, QUERY
+from ..patients.gate import RecordGate, Rules, refusal, require
 from ..policy import patient as patient_policy
 from ..policy import purge as purge_policy
+from ..policy.access import Search
+from ..policy.updates import UnsupportedChange, metadata_operations, status_operation
+from ..soap.envelope import splice_point
 from . import tables as t
 from .queries import QUERIES, Found, run_stored_query
 from .query_params import QueryRequest, check_params, read_query_request
 from .register import as_urn, register
 from .remove import read_remove_request, remove_objects
-from .update import update_document_set
+from .update import UpdatePlan, apply_update, plan_update
 
 
 def expect(
@@ -49,10 +54,15 @@ def expect(
         raise XdsFailure([XdsError(code, f"schema: {p}", local) for p in problems])
 
 
-def leaf_class(found: Found) -> etree._Element:
-    element = etree.fromstring(found.ebrim)
-    element.set("status", found.status)
-    return element
+_TAG = re.compile(r"<[^\s/>]+")
+
+
+def leaf_class(found: Found) -> str:
+    """The stored fragment with its current status, as text (spliced into the answer)."""
+    tag = _TAG.match(found.ebrim)
+    if tag is None:  # every fragment starts with its element's tag (register.fragment)
+        raise ValueError("stored registry object is not an element")
+    return f'{tag.group()} status="{found.status}"{found.ebrim[tag.end() :]}'
 
 
 class RegistryService:
@@ -61,10 +71,12 @@ class RegistryService:
         engine: Engine,
         *,
         max_query_results: int,
+        rules: Rules,
         purge_authorised: Collection[str] = (),
     ) -> None:
         self.engine = engine
         self.max_query_results = max_query_results
+        self.rules = rules  # the DMP's rights and habilitations (patients/gate.py)
         # ITI-62: who may purge (DMP_XDS_PURGE_AUTHORISED; empty: nobody, policy/purge.py).
         self.purge_authorised = frozenset(purge_authorised)
 
@@ -77,6 +89,7 @@ class RegistryService:
             errors += patient_policy.submission_patient_errors(call.authorised_patient, sub)
             errors += validate_submission(sub, registry_side=True)
             with self.engine.begin() as conn:
+                admit_feed(conn, call, self.rules)
                 register(conn, sub, prior_errors=errors)
                 call.audit_success(conn, [o.id for o in sub.objects()])
             call.log["documents"] = len(sub.documents)
@@ -92,7 +105,13 @@ class RegistryService:
             errors += patient_policy.submission_patient_errors(call.authorised_patient, sub)
             errors += validate_submission(sub, registry_side=True, update=True)
             with self.engine.begin() as conn:
-                update_document_set(conn, sub, errors)
+                plan = plan_update(conn, sub, errors)
+                gate = RecordGate.load(conn, call.principal, self.rules)  # type: ignore[arg-type]
+                denied = change_errors(gate, plan)
+                if denied:
+                    call.log["refused"] = denied[0].message
+                    raise XdsFailure(denied)
+                apply_update(conn, plan)
                 call.audit_success(conn, [o.id for o in sub.objects()])
             call.log["documents"] = len(sub.documents)
             return Reply(registry_response())
@@ -150,18 +169,28 @@ class RegistryService:
                         "ResponseOption/@returnType",
                     )
                 )
+            problems = _parameter_errors(req)  # the request's own errors come first
+            if problems:
+                raise XdsFailure(problems)
             with self.engine.connect() as conn:
+                gate = RecordGate.load(conn, call.principal, self.rules)  # type: ignore[arg-type]
+                search = _search_allowed(gate, req, call)
                 found = run_stored_query(conn, req, self.max_query_results)
                 if not any(p in req.params for p in patient_policy.PATIENT_PARAMETERS):
                     # Get* queries name objects: another patient's are left out, as if absent.
                     found = _visible(conn, found, call)
+                # Documents the caller may not see are left out too, and so are associations
+                # that would reveal them.
+                found = _shown(conn, gate, found, search, call)
             call.log["results"] = len(found)
             call.audit_objects = [as_urn(f.entry_uuid) for f in found]
             if req.return_type == "ObjectRef":
                 objects = [object_ref(as_urn(f.entry_uuid)) for f in found]
-            else:
-                objects = [leaf_class(f) for f in found]
-            return Reply(adhoc_query_response(objects, status=v.RESPONSE_SUCCESS))
+                return Reply(adhoc_query_response(objects, status=v.RESPONSE_SUCCESS))
+            return Reply(
+                adhoc_query_response([splice_point()], status=v.RESPONSE_SUCCESS),
+                spliced=[leaf_class(f) for f in found],
+            )
         except XdsFailure as failure:
             return Reply(adhoc_query_response((), failure.errors))
 
@@ -170,6 +199,91 @@ def _parameter_errors(req: QueryRequest) -> list[XdsError]:
     """What the stored query itself would also have refused in ``req``."""
     query = QUERIES.get(req.query_id)
     return check_params(req, query.params, query.one_of) if query else []
+
+
+def admit_feed(conn: Connection, call: Call, rules: Rules) -> None:
+    """ITI-41/42: the VIHF's patient has an open record this caller may feed (TD2.1)."""
+    principal = call.principal
+    if principal is None:
+        raise XdsFailure(XdsError(ErrorCode.DMP_ACCESS_DENIED, "no VIHF", "SubmitObjectsRequest"))
+    decision = RecordGate.load(conn, principal, rules).feed()
+    if not decision:
+        call.log["refused"] = decision.reason
+    require(decision, "SubmitObjectsRequest", principal.patient.canonical)
+
+
+def _search_allowed(gate: RecordGate, req: QueryRequest, call: Call) -> Search:
+    """TD3.1: may the caller search this record, and for what (metadata or references)."""
+    decision, search = gate.search()
+    if not decision:
+        call.log["refused"] = decision.reason
+    require(decision, "AdhocQuery", call.principal.patient.canonical if call.principal else "")
+    if search is Search.REFERENCES and req.return_type != "ObjectRef":
+        call.log["refused"] = "references only"
+        raise XdsFailure(
+            XdsError(
+                ErrorCode.DMP_ACCESS_DENIED,
+                "this caller may only look up document references: ask for ObjectRef",
+                "ResponseOption/@returnType",
+            )
+        )
+    return search
+
+
+def _shown(
+    conn: Connection, gate: RecordGate, found: list[Found], search: Search, call: Call
+) -> list[Found]:
+    """``found`` without the documents the caller may not see and the associations to them."""
+    docs = [(f.entry_uuid, f.facts) for f in found if f.kind == "DocumentEntry"]
+    ends = {e for f in found if f.kind == "Association" for e in (f.source, f.target) if e}
+    hidden = gate.hidden(conn, {u for u, _ in docs} | ends, search, known=docs)
+    if not hidden:
+        return found
+    kept = [
+        f
+        for f in found
+        if f.entry_uuid not in hidden and f.source not in hidden and f.target not in hidden
+    ]
+    call.log["hidden"] = call.log.get("hidden", 0) + len(found) - len(kept)
+    return kept
+
+
+def change_errors(gate: RecordGate, plan: UpdatePlan) -> list[XdsError]:
+    """ITI-57 as the DMP uses it (TD3.3): each new version and status change is a masking,
+    unmasking, visibility, archiving or deletion operation the caller must be allowed."""
+    errors: list[XdsError] = []
+    for new in plan.versions:
+        try:
+            operations = metadata_operations(
+                (c.split("^^", 1)[0] for c in new.previous.confidentiality_codes),
+                (c.code for c in new.doc.confidentiality_codes),
+            )
+        except UnsupportedChange as exc:
+            errors.append(XdsError(ErrorCode.METADATA_UPDATE_OPERATION, str(exc), new.doc.label))
+            continue
+        for operation in operations:
+            decision = gate.change(new.previous, operation)
+            if not decision:
+                errors.append(refusal(decision, new.doc.label))
+    for change in plan.changes:
+        if change.target is None:  # a Folder: its status follows the feeding rights
+            decision = gate.feed()
+        else:
+            try:
+                operation = status_operation(change.original, change.new)
+            except UnsupportedChange as exc:
+                errors.append(
+                    XdsError(ErrorCode.METADATA_UPDATE_OPERATION, str(exc), change.assoc.label)
+                )
+                continue
+            decision = gate.change(change.target, operation)
+        if not decision:
+            errors.append(refusal(decision, change.assoc.label))
+    if not plan.versions and not plan.changes:
+        decision = gate.feed()
+        if not decision:
+            errors.append(refusal(decision, "SubmitObjectsRequest"))
+    return errors
 
 
 def _visible(conn: Connection, found: list[Found], call: Call) -> list[Found]:

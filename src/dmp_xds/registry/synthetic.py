@@ -281,6 +281,7 @@ class _Writer:
             + _slot("size", str(size))
             + _slot("repositoryUniqueId", REPOSITORY_UNIQUE_ID)
             + f"<Name><LocalizedString value={quoteattr(title)}/></Name>"
+            + '<VersionInfo versionName="1"/>'
             + f'<Classification classificationScheme="{_DOC_AUTHOR}" classifiedObject="{doc}" '
             f'id="urn:uuid:{ids()}" nodeRepresentation="">'
             + _slot("authorPerson", author)
@@ -339,6 +340,20 @@ class _Writer:
             sample.append((patient_id, uid))
         return doc
 
+
+# An open record with consent, and an authorisation of a professional (COPY text rows after
+# the patient key, and after the key and the professional's id).
+_RECORD_COLUMNS = (
+    "patient_key, status, created_at, consent_at, updated_at, other_ids, telecoms, addresses, "
+    "relationships, opposition_bris_de_glace, opposition_acces_urgence, internet_account, "
+    "ens_attached"
+)
+_RECORD_ROW = "open\tnow\tnow\tnow\t[]\t[]\t[]\t[]\tf\tf\tf\tf\n"
+_AUTHORISATION_COLUMNS = (
+    "patient_key, actor_id, actor_type, id_type, status, medecin_traitant, specialities, "
+    "speciality_labels, started_at, last_action_at"
+)
+_AUTHORISATION_ROW = "professional\t1.2.250.1.71.4.2.1\tauthorised\tf\t{}\t{}\tnow\tnow\n"
 
 _COLUMNS = {
     "submission_set": (
@@ -423,11 +438,14 @@ def load_synthetic(
     seed: int | None = None,
     analyze: bool = True,
     progress: bool = False,
+    authorise: Sequence[str] = (),
 ) -> LoadReport:
     """Add ``patients`` new patients holding ``documents`` documents in all.
 
     ``heavy_patients`` (default: one patient in 50) get exactly ``heavy_documents``
-    documents each; submissions hold 1 to ``per_submission`` documents.
+    documents each; submissions hold 1 to ``per_submission`` documents. Every patient gets an
+    open DMP record, on which the professionals of ``authorise`` (national ids, the VIHF
+    NameID) are authorised: the XDS endpoints serve nothing else (patients/gate.py).
     """
     rng = random.Random(seed)  # noqa: S311 - made-up data, reproducible from a seed
     if heavy_patients is None:
@@ -450,22 +468,28 @@ def load_synthetic(
                 )
                 keys = [r[0] for r in cur.fetchall()]
                 patient_rows = io.StringIO()
+                record_rows, authorisation_rows = io.StringIO(), io.StringIO()
                 writer.reset()
                 sample: list[tuple[str, str]] = []
                 for i, key in zip(group, keys, strict=True):
                     # 13 digits (up to a million patients): 7 from the run, 6 from the index.
                     patient_id = f"{run[:7]}{i:06d}^^^&{INS_OID}&ISO"
                     patient_rows.write(f"{key}\t{patient_id}\n")
+                    record_rows.write(f"{key}\t{_RECORD_ROW}")
+                    for person in authorise:
+                        authorisation_rows.write(f"{key}\t{person}\t{_AUTHORISATION_ROW}")
                     writer.patient(key, patient_id, counts[i], per_submission, sample)
                     if counts[i] == heavy_documents and i < heavy_patients:
                         report.heavy_patient_ids.append(patient_id)
                 copy_rows(cur, "patient", "patient_key, patient_id", patient_rows)
+                copy_rows(cur, "dmp_record", _RECORD_COLUMNS, record_rows)
+                copy_rows(cur, "dmp_authorisation", _AUTHORISATION_COLUMNS, authorisation_rows)
                 for table, buffer in writer.buffers.items():
                     copy_rows(cur, table, _COLUMNS[table], buffer)
                 dbapi.commit()  # type: ignore[union-attr]
                 report.patients += len(group)
                 report.documents += sum(counts[i] for i in group)
-                report.rows += writer.rows + len(group)
+                report.rows += writer.rows + len(group) * (2 + len(authorise))
                 report.sample_documents += sample
                 if progress:
                     elapsed = time.perf_counter() - started
@@ -481,7 +505,7 @@ def load_synthetic(
                 dbapi.autocommit = True  # type: ignore[union-attr]
                 cur.execute(
                     "ANALYZE patient, submission_set, document_entry, association, "
-                    "object_locator, unique_id_locator"
+                    "object_locator, unique_id_locator, dmp_record, dmp_authorisation"
                 )
                 dbapi.autocommit = False  # type: ignore[union-attr]
                 report.analyze_seconds = time.perf_counter() - analyzed

@@ -19,14 +19,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lxml import etree
 from sqlalchemy import Connection, Row, select, update
 
 from ..errors import ErrorCode, XdsError, XdsFailure
 from ..metadata import vocabulary as v
-from ..metadata.ebrim import rim, slot_values
+from ..metadata.ebrim import slot_values
 from ..metadata.model import Association, DocumentEntry, Submission
 from . import tables as t
+from .queries import DOCUMENT_FACT_COLUMNS
 from .register import (
     Existing,
     as_uuid,
@@ -48,22 +48,33 @@ def _op_error(message: str, location: str) -> XdsError:
 
 
 @dataclass
-class _NewVersion:
+class NewVersion:
     doc: DocumentEntry
     link: Association
-    previous: Row  # the latest registered version
+    previous: Row  # the latest registered version (with DOCUMENT_FACT_COLUMNS)
 
 
 @dataclass
-class _StatusChange:
+class StatusChange:
     assoc: Association
     kind: str
     original: str
     new: str
+    target: Row | None = None  # a DocumentEntry's DOCUMENT_FACT_COLUMNS row
 
 
-def update_document_set(conn: Connection, sub: Submission, prior_errors: list[XdsError]) -> None:
-    """Check and apply one ITI-57 request inside ``conn``'s transaction."""
+@dataclass
+class UpdatePlan:
+    """A checked ITI-57 request, not yet applied: what access policy decides on."""
+
+    key: int
+    submission: Submission
+    versions: list[NewVersion]
+    changes: list[StatusChange]
+
+
+def plan_update(conn: Connection, sub: Submission, prior_errors: list[XdsError]) -> UpdatePlan:
+    """Check one ITI-57 request inside ``conn``'s transaction; raise every error at once."""
     errors = list(prior_errors)
     key = submission_patient_key(conn, sub, errors)
     ss = sub.submission_sets[0] if sub.submission_sets else None
@@ -80,7 +91,14 @@ def update_document_set(conn: Connection, sub: Submission, prior_errors: list[Xd
     changes = _status_changes(sub, existing, errors)
     if errors:
         raise XdsFailure(errors)
+    _read_targets(conn, key, changes)
+    return UpdatePlan(key, sub, versions, changes)
 
+
+def apply_update(conn: Connection, plan: UpdatePlan) -> None:
+    """Write a checked plan in the transaction that checked it."""
+    key, sub, versions, changes = plan.key, plan.submission, plan.versions, plan.changes
+    ss = sub.submission_sets[0]
     insert_submission_set(conn, key, ss)
     for change in changes:
         _apply_status(conn, key, change)
@@ -98,9 +116,27 @@ def update_document_set(conn: Connection, sub: Submission, prior_errors: list[Xd
         insert_locators(conn, key, Submission(documents=sub.documents), new_unique_ids=False)
 
 
+def _read_targets(conn: Connection, key: int, changes: list[StatusChange]) -> None:
+    """The facts of the DocumentEntries whose status changes (one query)."""
+    wanted = [as_uuid(c.assoc.target) for c in changes if c.kind == "DocumentEntry"]
+    if not wanted:
+        return
+    de = t.document_entry
+    rows = {
+        r.entry_uuid: r
+        for r in conn.execute(
+            select(de.c.entry_uuid, *DOCUMENT_FACT_COLUMNS).where(
+                de.c.patient_key == key, de.c.entry_uuid.in_(wanted)
+            )
+        )
+    }
+    for change in changes:
+        change.target = rows.get(as_uuid(change.assoc.target))
+
+
 def _new_versions(
     conn: Connection, key: int, sub: Submission, errors: list[XdsError]
-) -> list[_NewVersion]:
+) -> list[NewVersion]:
     ss = sub.submission_sets[0]
     links = {a.target: a for a in sub.associations if a.type == v.HAS_MEMBER and a.source == ss.id}
     de = t.document_entry
@@ -137,11 +173,11 @@ def _new_versions(
         latest = conn.execute(
             select(
                 de.c.version,
-                de.c.status,
                 de.c.unique_id,
                 de.c.hash_sha1,
                 de.c.size,
                 de.c.content_sha256,
+                *DOCUMENT_FACT_COLUMNS,
             )
             .where(de.c.patient_key == key, de.c.logical_id == as_uuid(doc.lid))
             .order_by(de.c.version.desc())
@@ -191,13 +227,13 @@ def _new_versions(
             errors.append(
                 _op_error("an update cannot change the document (size)", f"{where} / size")
             )
-        result.append(_NewVersion(doc, link, latest))
+        result.append(NewVersion(doc, link, latest))
     return result
 
 
 def _status_changes(
     sub: Submission, existing: dict[str, Existing], errors: list[XdsError]
-) -> list[_StatusChange]:
+) -> list[StatusChange]:
     result = []
     for assoc in sub.associations:
         if assoc.type != v.UPDATE_AVAILABILITY_STATUS:
@@ -224,11 +260,11 @@ def _status_changes(
             problems.append(f"the object's status is {target.status}, not {original}")
         errors.extend(_op_error(p, where) for p in problems)
         if not problems and target is not None and original and new:
-            result.append(_StatusChange(assoc, target.kind, original, new))
+            result.append(StatusChange(assoc, target.kind, original, new))
     return result
 
 
-def _apply_status(conn: Connection, key: int, change: _StatusChange) -> None:
+def _apply_status(conn: Connection, key: int, change: StatusChange) -> None:
     table = t.KIND_TABLES[change.kind]
     done = conn.execute(
         update(table)
@@ -243,7 +279,7 @@ def _apply_status(conn: Connection, key: int, change: _StatusChange) -> None:
         raise XdsFailure(_op_error("the object's status changed concurrently", change.assoc.label))
 
 
-def _apply_version(conn: Connection, key: int, new: _NewVersion) -> None:
+def _apply_version(conn: Connection, key: int, new: NewVersion) -> None:
     de = t.document_entry
     doc, previous = new.doc, new.previous
     done = conn.execute(
@@ -265,21 +301,6 @@ def _apply_version(conn: Connection, key: int, new: _NewVersion) -> None:
             )
         )
     version = previous.version + 1
-    _set_version_info(doc.element, version)
     insert_document(
         conn, key, doc, previous.content_sha256, version=version, status=previous.status
     )
-
-
-def _set_version_info(element: etree._Element, version: int) -> None:
-    """VersionInfo comes after Name/Description and before Classifications (ebRIM order)."""
-    for old in element.findall(rim("VersionInfo")):
-        element.remove(old)
-    info = etree.Element(rim("VersionInfo"), versionName=str(version))
-    anchor = element.find(rim("Classification"))
-    if anchor is None:
-        anchor = element.find(rim("ExternalIdentifier"))
-    if anchor is not None:
-        anchor.addprevious(info)
-    else:
-        element.append(info)

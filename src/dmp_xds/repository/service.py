@@ -23,10 +23,12 @@ from ..metadata.ebrim import parse_submission, registry_response, set_slot
 from ..metadata.model import DocumentEntry
 from ..metadata.validation import validate_submission
 from ..namespaces import LCM, XDSB
+from ..patients.gate import RecordGate, Rules, refusal
 from ..policy import patient as patient_policy
 from ..registry import tables as t
+from ..registry.queries import DOCUMENT_FACT_COLUMNS
 from ..registry.register import check, write
-from ..registry.service import expect
+from ..registry.service import admit_feed, expect
 from ..soap.mtom import OutPart, SpooledPart, xop_include
 from .content_lock import hold_for_write
 from .store import CorruptDocument, DocumentStore, MissingDocument, VerifiedReader
@@ -114,10 +116,18 @@ def _check_content(doc: DocumentEntry, part: SpooledPart, repository_uid: str) -
 
 
 class RepositoryService:
-    def __init__(self, engine: Engine, store: DocumentStore, *, repository_unique_id: str) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        store: DocumentStore,
+        *,
+        repository_unique_id: str,
+        rules: Rules,
+    ) -> None:
         self.engine = engine
         self.store = store
         self.repository_unique_id = repository_unique_id
+        self.rules = rules  # the DMP's rights and habilitations (patients/gate.py)
 
     def provide_and_register(self, call: Call) -> Reply:
         try:
@@ -150,6 +160,7 @@ class RepositoryService:
             errors += validate_submission(sub, registry_side=False)
             call.log["documents"] = len(sub.documents)
             with self.engine.begin() as conn:
+                admit_feed(conn, call, self.rules)
                 checked = check(conn, sub, errors)
                 keys = {}
                 for entry_id, part in contents.items():
@@ -180,6 +191,9 @@ class RepositoryService:
                 XdsError(ErrorCode.REPOSITORY_ERROR, "no DocumentRequest", "DocumentRequest")
             )
         with self.engine.connect() as conn:
+            gate = self._reader(conn, call, response)
+            if gate is None:
+                return Reply(response, force_mtom=True)
             for number, req in enumerate(requests, start=1):
                 repo = (req.findtext(_X + "RepositoryUniqueId") or "").strip()
                 unique_id = (req.findtext(_X + "DocumentUniqueId") or "").strip()
@@ -194,9 +208,12 @@ class RepositoryService:
                     )
                     continue
                 row = self._locate(conn, unique_id)
-                # Another patient's document is answered exactly like a missing one.
-                if row is None or not patient_policy.visible(
-                    call.authorised_patient, row.patient_id
+                # Another patient's document, or one hidden from this caller (masked,
+                # deleted...), is answered exactly like a missing one.
+                if (
+                    row is None
+                    or not patient_policy.visible(call.authorised_patient, row.patient_id)
+                    or not gate.shows(row)
                 ):
                     errors.append(
                         XdsError(
@@ -238,10 +255,30 @@ class RepositoryService:
         call.audit_objects = [d.findtext(_X + "DocumentUniqueId") or "" for d in documents]
         return Reply(response, parts, force_mtom=True)
 
+    def _reader(self, conn: Connection, call: Call, response: etree._Element) -> RecordGate | None:
+        """TD3.2: the caller may read this record (else the refusal is in ``response``)."""
+        gate = RecordGate.load(conn, call.principal, self.rules)  # type: ignore[arg-type]
+        decision = gate.consult()
+        if decision:
+            return gate
+        call.log["refused"] = decision.reason
+        patient = call.principal.patient.canonical if call.principal else ""
+        response.append(
+            registry_response([refusal(decision, "RetrieveDocumentSetRequest", patient)])
+        )
+        return None
+
     def _locate(self, conn: Connection, unique_id: str) -> Row | None:
+        """The latest metadata version of a document (its status and confidentiality decide
+        who may read it)."""
         loc, de = t.unique_id_locator, t.document_entry
         return conn.execute(
-            select(de.c.content_sha256, de.c.mime_type, t.patient.c.patient_id)
+            select(
+                de.c.content_sha256,
+                de.c.mime_type,
+                t.patient.c.patient_id,
+                *DOCUMENT_FACT_COLUMNS,
+            )
             .join(loc, (loc.c.patient_key == de.c.patient_key))
             .join(t.patient, t.patient.c.patient_key == de.c.patient_key)
             .where(
@@ -251,6 +288,7 @@ class RepositoryService:
                 de.c.repository_unique_id == self.repository_unique_id,
                 de.c.content_sha256.is_not(None),
             )
+            .order_by(de.c.version.desc())
             .limit(1)
         ).one_or_none()
 

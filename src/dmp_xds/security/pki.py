@@ -266,6 +266,15 @@ PROFESSIONALS = (
     Professional(
         "infirmier", "899900000029", "INFIRMIER", "PAUL", ("60", PROFESSION_SYSTEM, "Infirmier")
     ),
+    # A second physician: the patient's médecin traitant in the DMP tests.
+    Professional(
+        "generaliste",
+        "899900000045",
+        "GENERALISTE",
+        "JEAN",
+        ("10", PROFESSION_SYSTEM, "Médecin"),
+        ("SM26", SPECIALTY_SYSTEM, "Qualifié en Médecine Générale (SM)"),
+    ),
     Professional(
         "sage-femme",
         "899900000037",

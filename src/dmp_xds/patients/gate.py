@@ -1,0 +1,181 @@
+"""The DMP rules applied to one XDS call: the facts of the caller's record, loaded once, in
+front of the pure decisions of :mod:`dmp_xds.policy.access`.
+
+The registry and repository services load a :class:`RecordGate` on the connection of their
+transaction and ask it: may this caller feed the record (ITI-41/42), search it (ITI-18) and
+see this document (ITI-18/43), change this document (ITI-57)? A refusal becomes an
+:class:`XdsError` with the code DMP-compatible software expects: ``XDSUnknownPatientId`` when
+the patient has no record, ``DMPClosed`` for a closed one, ``DMPAccessDeniedByRightsService``
+otherwise. Hidden documents are never refused by name: searches leave them out and retrieve
+answers as for an unknown document.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from lxml import etree
+from sqlalchemy import Connection, select
+
+from ..errors import ErrorCode, XdsError, XdsFailure
+from ..metadata import vocabulary as v
+from ..metadata.ebrim import rim, slot_values
+from ..policy import access
+from ..policy.access import Actor, Decision, Document, Record, Refusal, Search
+from ..policy.facts import actor_of, document_of
+from ..policy.habilitations import Habilitations, load_habilitations
+from ..policy.rights import RightsMatrix, load_matrix
+from ..registry import tables as t
+from ..registry.queries import DOCUMENT_FACT_COLUMNS
+from ..security.principal import Principal
+from .authorisations import access_facts
+from .records import CLOSED
+
+
+@dataclass(frozen=True)
+class Rules:
+    """The operator's data files: the functional rights and the habilitation matrix."""
+
+    matrix: RightsMatrix
+    habilitations: Habilitations
+
+    @classmethod
+    def load(cls, matrix_path: str | None = None, habilitations_path: str | None = None) -> Rules:
+        """Read (and so validate) both files; called once at start-up."""
+        return cls(load_matrix(matrix_path), load_habilitations(habilitations_path))
+
+
+_CODES = {
+    Refusal.NO_RECORD: ErrorCode.UNKNOWN_PATIENT_ID,
+    Refusal.CLOSED: ErrorCode.DMP_CLOSED,
+    Refusal.DENIED: ErrorCode.DMP_ACCESS_DENIED,
+}
+
+
+def refusal(decision: Decision, location: str, patient_id: str = "") -> XdsError:
+    """The XDS error of a refused decision (``codeContext`` names the patient for
+    XDSUnknownPatientId, as ITI-41/42 require)."""
+    message = decision.reason
+    if decision.refusal is Refusal.NO_RECORD and patient_id:
+        message = f"{patient_id}: {decision.reason}"
+    return XdsError(_CODES[decision.refusal], message, location)
+
+
+def require(decision: Decision, location: str, patient_id: str = "") -> None:
+    """Raise the refusal of ``decision`` (nothing when it allows)."""
+    if not decision:
+        raise XdsFailure(refusal(decision, location, patient_id))
+
+
+def author_institutions(ebrim: str) -> list[str]:
+    """The XONs of a DocumentEntry's authors (only the structure rules need them, so they are
+    read from the stored fragment when asked rather than kept in a column)."""
+    element = etree.fromstring(ebrim)
+    found: list[str] = []
+    for c in element.iterchildren(rim("Classification")):
+        if c.get("classificationScheme") == v.DE_AUTHOR:
+            found += slot_values(c).get("authorInstitution", [])
+    return found
+
+
+@dataclass
+class RecordGate:
+    """Who calls and what the record says about them, for the length of one call."""
+
+    actor: Actor
+    record: Record
+    rules: Rules
+    patient_key: int | None  # of the VIHF's patient, when it has a record
+
+    @classmethod
+    def load(cls, conn: Connection, principal: Principal, rules: Rules) -> RecordGate:
+        facts = access_facts(
+            conn, principal.patient.canonical, principal.name_id, principal.structure_id
+        )
+        mt = principal.name_id if facts.medecin_traitant else None
+        if facts.blocked:
+            authorisation = access.Authorisation.BLOCKED
+        elif facts.authorised:
+            authorisation = access.Authorisation.AUTHORISED
+        else:
+            authorisation = access.Authorisation.NONE
+        record = Record(
+            exists=facts.record_status is not None,
+            closed=facts.record_status == CLOSED,
+            authorisation=authorisation,
+            opposes_break_glass=facts.opposition_bris_de_glace,
+            opposes_emergency_access=facts.opposition_acces_urgence,
+        )
+        return cls(actor_of(principal, medecin_traitant=mt), record, rules, facts.patient_key)
+
+    # --- decisions on the record ----------------------------------------------------------------
+    def feed(self) -> Decision:
+        return access.feed_record(self.actor, self.record, self.rules.matrix)
+
+    def search(self) -> tuple[Decision, Search]:
+        return access.search_record(self.actor, self.record, self.rules.matrix)
+
+    def consult(self) -> Decision:
+        return access.consult_record(self.actor, self.record, self.rules.matrix)
+
+    # --- decisions on documents -----------------------------------------------------------------
+    def document(self, row: Any, *, structures: bool = False) -> Document:
+        """Policy facts of a document row (:data:`DOCUMENT_FACT_COLUMNS`)."""
+        need_structures = structures or self.actor.kind in (
+            access.Kind.ETABLISSEMENT,
+            access.Kind.CPE,
+        )
+        return document_of(
+            row.status,
+            row.confidentiality_codes,
+            row.author_persons,
+            author_institutions(row.ebrim) if need_structures else (),
+            type_code=row.type_code or "",
+        )
+
+    def shows(self, row: Any, search: Search = Search.METADATA) -> bool:
+        """Whether a document (row) appears in this caller's answers."""
+        return bool(
+            access.find_document(
+                self.actor,
+                self.record,
+                self.document(row),
+                search,
+                self.rules.matrix,
+                self.rules.habilitations,
+            )
+        )
+
+    def change(self, row: Any, operation: str) -> Decision:
+        return access.change_document(
+            self.actor,
+            self.record,
+            self.document(row, structures=True),
+            operation,
+            self.rules.matrix,
+        )
+
+    def hidden(
+        self,
+        conn: Connection,
+        entry_uuids: Iterable[uuid.UUID],
+        search: Search = Search.METADATA,
+        *,
+        known: Sequence[tuple[uuid.UUID, Any]] = (),
+    ) -> set[uuid.UUID]:
+        """The DocumentEntries among ``entry_uuids`` this caller may not see. ``known`` gives
+        rows already read (entryUUID, row); the others are read here, in one query."""
+        rows = dict(known)
+        missing = set(entry_uuids) - rows.keys()
+        if missing and self.patient_key is not None:
+            de = t.document_entry
+            for row in conn.execute(
+                select(de.c.entry_uuid, *DOCUMENT_FACT_COLUMNS).where(
+                    de.c.patient_key == self.patient_key, de.c.entry_uuid.in_(missing)
+                )
+            ):
+                rows[row.entry_uuid] = row
+        return {u for u, row in rows.items() if not self.shows(row, search)}
