@@ -26,7 +26,11 @@ WSA = "http://www.w3.org/2005/08/addressing"
 
 @pytest.fixture(scope="module")
 def dmp(server: Server, test_pki: TestPki) -> m.DmpCaller:
-    return m.DmpCaller(SoapClient(server.url), test_pki)
+    # As the named professional (AIR): the rights matrix gives an institution certificate
+    # (plain INDIRECTE) neither TD0.3 nor TD1.6 (tests/service/test_dmp_rights.py).
+    return m.DmpCaller(
+        SoapClient(server.url), test_pki, {"authentication_mode": "INDIRECTE_RENFORCEE"}
+    )
 
 
 def _unique_name() -> str:
@@ -394,8 +398,13 @@ def test_patient_list_without_action_is_dispatched_by_body(
 
 
 # --- PDQSupplier ---------------------------------------------------------------------------------
+REGULATION = {"access_mode": "centre_15"}  # TD0.5 is a régulation transaction
+
+
 def test_pdq_finds_the_record_by_traits(dmp: m.DmpCaller, created: m.Person) -> None:
-    reply = dmp.call(m.PDQ_PATH, m.FIND, m.find(family=created.family.lower()), new_patient_id())
+    reply = dmp.call(
+        m.PDQ_PATH, m.FIND, m.find(family=created.family.lower()), new_patient_id(), **REGULATION
+    )
     assert reply.action == "urn:hl7-org:v3:PRPA_IN201306UV02"
     p = reply.payload
     assert p.tag == f"{{{m.HL7}}}PRPA_IN201306UV02"
@@ -417,14 +426,17 @@ def test_pdq_finds_the_record_by_traits(dmp: m.DmpCaller, created: m.Person) -> 
         m.FIND,
         m.find(family=created.family, birth_date=created.birth_date),
         new_patient_id(),
+        **REGULATION,
     )
     assert m.one(reply.payload, "//hl7:resultTotalQuantity/@value") == "1"
-    reply = dmp.call(m.PDQ_PATH, m.FIND, m.find(family=_unique_name()), new_patient_id())
+    reply = dmp.call(
+        m.PDQ_PATH, m.FIND, m.find(family=_unique_name()), new_patient_id(), **REGULATION
+    )
     assert m.one(reply.payload, "//hl7:queryResponseCode/@code") == "NF"
 
 
 def test_pdq_without_criteria_is_refused(dmp: m.DmpCaller) -> None:
-    reply = dmp.call(m.PDQ_PATH, m.FIND, m.find(), new_patient_id())
+    reply = dmp.call(m.PDQ_PATH, m.FIND, m.find(), new_patient_id(), **REGULATION)
     assert m.one(reply.payload, "hl7:acknowledgement/hl7:typeCode/@code") == "AE"
     assert _detail(reply.payload) == "SYN105"
     assert m.one(reply.payload, "//hl7:queryResponseCode/@code") == "AE"

@@ -14,10 +14,15 @@ from dmp_xds.policy.access import (
     Kind,
     Mode,
     Record,
+    RecordTransaction,
     change_document,
     consult_record,
     feed_record,
+    find_patients,
+    list_patients,
+    manage_record,
     may,
+    new_authorisations_only,
     see_document,
 )
 from dmp_xds.policy.rights import Column, Condition, RightsMatrix, load_matrix
@@ -271,3 +276,165 @@ def test_actor_of_a_vihf(profession, mode, access, mt, kind, expected_mode) -> N
     who = actor_of(principal("810000000001", profession, access, mode), medecin_traitant=mt)
     assert (who.kind, who.mode) == (kind, expected_mode)
     assert who.person_id == "810000000001" and who.structure_id == "1999000001"
+
+
+# --- the record's own services (TD0.2 ... TD1.6) -------------------------------------------------
+T = RecordTransaction
+MT, MED, PS, CPE, ES, TRAVAIL = (
+    Kind.MEDECIN_TRAITANT,
+    Kind.MEDECIN,
+    Kind.PS,
+    Kind.CPE,
+    Kind.ETABLISSEMENT,
+    Kind.MEDECIN_TRAVAIL,
+)
+BDG, C15 = Mode.BRIS_DE_GLACE, Mode.CENTRE_15
+
+
+@pytest.mark.parametrize(
+    ("who", "record", "transaction", "allowed", "reason"),
+    [
+        # TD0.2: everyone, a blocked professional too (it is how they learn it).
+        (actor(PS), NOT_AUTHORISED, T.EXISTENCE, True, "allowed"),
+        (actor(ES, C15), NOT_AUTHORISED, T.EXISTENCE, True, "allowed"),
+        (actor(CPE), NOT_AUTHORISED, T.EXISTENCE, True, "allowed"),
+        (actor(MED, BDG), BLOCKED, T.EXISTENCE, True, "allowed"),
+        (actor(ES, BDG), NOT_AUTHORISED, T.EXISTENCE, False, "cannot act"),
+        # TD1.3a: everyone, but not a blocked professional.
+        (actor(ES), NOT_AUTHORISED, T.CONSULT, True, "allowed"),
+        (actor(PS, BDG), NOT_AUTHORISED, T.CONSULT, True, "allowed"),
+        (actor(TRAVAIL), NOT_AUTHORISED, T.CONSULT, True, "allowed"),
+        (actor(MED), BLOCKED, T.CONSULT, False, "blocked"),
+        # TD0.3 "se déclarer autorisé": PS, médecin, MT in normal mode, CPE (note 1).
+        (actor(PS), NOT_AUTHORISED, T.AUTHORISE, True, "allowed"),
+        (actor(MED), NOT_AUTHORISED, T.AUTHORISE, True, "allowed"),
+        (actor(MT), AUTHORISED, T.AUTHORISE, True, "allowed"),
+        (actor(CPE), NOT_AUTHORISED, T.AUTHORISE, True, "allowed"),
+        (actor(ES), NOT_AUTHORISED, T.AUTHORISE, False, "not allowed to es_normal"),
+        (actor(MED, BDG), NOT_AUTHORISED, T.AUTHORISE, False, "medecin_bris_de_glace"),
+        (actor(PS, C15), NOT_AUTHORISED, T.AUTHORISE, False, "ps_regulation"),
+        (actor(TRAVAIL), NOT_AUTHORISED, T.AUTHORISE, False, "medecin_travail"),
+        (actor(PS), BLOCKED, T.AUTHORISE, False, "blocked"),
+        # Becoming the médecin traitant: the same row, and a médecin only.
+        (actor(MED), NOT_AUTHORISED, T.DESIGNATE_MT, True, "allowed"),
+        (actor(MT), AUTHORISED, T.DESIGNATE_MT, True, "allowed"),
+        (actor(PS), AUTHORISED, T.DESIGNATE_MT, False, "only a médecin"),
+        (actor(CPE), AUTHORISED, T.DESIGNATE_MT, False, "only a médecin"),
+        (actor(ES), AUTHORISED, T.DESIGNATE_MT, False, "es_normal"),
+        (actor(MED, C15), AUTHORISED, T.DESIGNATE_MT, False, "medecin_regulation"),
+        (actor(MED), BLOCKED, T.DESIGNATE_MT, False, "blocked"),
+        # "Supprimer son autorisation": as above minus the CPE.
+        (actor(PS), AUTHORISED, T.REVOKE, True, "allowed"),
+        (actor(MT), AUTHORISED, T.REVOKE, True, "allowed"),
+        (actor(CPE), AUTHORISED, T.REVOKE, False, "not allowed to cpe"),
+        (actor(ES), AUTHORISED, T.REVOKE, False, "es_normal"),
+        (actor(MED, BDG), AUTHORISED, T.REVOKE, False, "medecin_bris_de_glace"),
+        # "Se supprimer MT": the médecin traitant only.
+        (actor(MT), AUTHORISED, T.REVOKE_MT, True, "allowed"),
+        (actor(MED), AUTHORISED, T.REVOKE_MT, False, "medecin_normal"),
+        (actor(PS), AUTHORISED, T.REVOKE_MT, False, "ps_normal"),
+        (actor(MT, BDG), AUTHORISED, T.REVOKE_MT, False, "mt_bris_de_glace"),
+        # Blocking and unblocking (our extension): the médecin traitant, normal mode.
+        (actor(MT), AUTHORISED, T.BLOCK, True, "allowed"),
+        (actor(MT), AUTHORISED, T.UNBLOCK, True, "allowed"),
+        (actor(MED), AUTHORISED, T.BLOCK, False, "only the médecin traitant"),
+        (actor(MT, BDG), AUTHORISED, T.UNBLOCK, False, "only the médecin traitant"),
+        (actor(ES), AUTHORISED, T.BLOCK, False, "only the médecin traitant"),
+        # TD1.6: PS, médecin, MT in normal mode and the médecin du travail.
+        (actor(PS), AUTHORISED, T.LIST_AUTHORISATIONS, True, "allowed"),
+        (actor(MED), NOT_AUTHORISED, T.LIST_AUTHORISATIONS, True, "allowed"),
+        (actor(MT), AUTHORISED, T.LIST_AUTHORISATIONS, True, "allowed"),
+        (actor(TRAVAIL), AUTHORISED, T.LIST_AUTHORISATIONS, True, "allowed"),
+        (actor(CPE), AUTHORISED, T.LIST_AUTHORISATIONS, False, "not allowed to cpe"),
+        (actor(ES), AUTHORISED, T.LIST_AUTHORISATIONS, False, "es_normal"),
+        (actor(MED, C15), AUTHORISED, T.LIST_AUTHORISATIONS, False, "medecin_regulation"),
+        (actor(MED), BLOCKED, T.LIST_AUTHORISATIONS, False, "blocked"),
+        # TD1.1, TD1.2, TD1.3b, TD1.4: not in the matrix; normal mode, not blocked.
+        (actor(MED), Record(exists=False), T.CREATE, True, "allowed"),
+        (actor(ES), Record(exists=False), T.CREATE, True, "allowed"),
+        (actor(MED, BDG), Record(exists=False), T.CREATE, False, "normal access mode"),
+        (actor(ES, C15), Record(exists=False), T.CREATE, False, "normal access mode"),
+        (actor(ES, BDG), Record(exists=False), T.CREATE, False, "cannot act"),
+        (actor(PS), NOT_AUTHORISED, T.MODIFY, True, "allowed"),
+        (actor(MED, C15), AUTHORISED, T.MODIFY, False, "normal access mode"),
+        (actor(PS), BLOCKED, T.MODIFY, False, "blocked"),
+        (actor(ES), NOT_AUTHORISED, T.CLOSE, True, "allowed"),
+        (actor(MT, BDG), AUTHORISED, T.CLOSE, False, "normal access mode"),
+        (actor(MED), BLOCKED, T.CLOSE, False, "blocked"),
+        (actor(MED), CLOSED, T.REACTIVATE, True, "allowed"),
+        (actor(MED), BLOCKED, T.REACTIVATE, False, "blocked"),
+        # The record's own state is not policy's: the record layer answers it with its codes.
+        (actor(MED), CLOSED, T.MODIFY, True, "allowed"),
+        (actor(MED), Record(exists=False), T.AUTHORISE, True, "allowed"),
+    ],
+)
+def test_manage_record(who: Actor, record: Record, transaction, allowed: bool, reason) -> None:
+    decision = manage_record(who, record, transaction)
+    assert decision.allowed is allowed
+    assert reason in decision.reason
+
+
+@pytest.mark.parametrize("transaction", [T.MODIFY, T.CLOSE])
+def test_records_attached_to_mes_are_not_revised(transaction) -> None:
+    """Note 10: TD1.3b and TD1.4 only for records not attached to Mon espace santé."""
+    assert manage_record(actor(MT), AUTHORISED, transaction)
+    refused = manage_record(actor(MT), AUTHORISED, transaction, attached_to_mes=True)
+    assert not refused and "MES" in refused.reason
+    assert manage_record(actor(MT), CLOSED, T.REACTIVATE, attached_to_mes=True)
+
+
+def test_record_transactions_name_matrix_rows() -> None:
+    """Those that are matrix rows must be in the shipped matrix (a renamed row would
+    otherwise refuse everyone silently)."""
+    ours = {T.DESIGNATE_MT, T.BLOCK, T.UNBLOCK, T.CREATE, T.REACTIVATE, T.MODIFY, T.CLOSE}
+    assert {t.value for t in T if t not in ours} <= load_matrix().actions
+
+
+@pytest.mark.parametrize(
+    ("who", "allowed", "reason"),
+    [
+        (actor(PS, C15), True, "allowed"),
+        (actor(MED, C15), True, "allowed"),
+        (actor(MT, C15), True, "allowed"),
+        (actor(ES, C15), True, "allowed"),
+        (actor(PS), False, "régulation"),
+        (actor(MED), False, "régulation"),
+        (actor(ES), False, "régulation"),
+        (actor(CPE), False, "régulation"),
+        (actor(MED, BDG), False, "régulation"),
+        (actor(TRAVAIL), False, "régulation"),
+    ],
+)
+def test_find_patients_without_ins(who: Actor, allowed: bool, reason: str) -> None:
+    decision = find_patients(who)
+    assert decision.allowed is allowed
+    assert reason in decision.reason
+
+
+SAME, OWN = True, None
+
+
+@pytest.mark.parametrize(
+    ("who", "owner", "in_structure", "since", "allowed", "reason"),
+    [
+        (actor(PS), OWN, False, False, True, "allowed"),
+        (actor(MED, BDG), OWN, False, False, True, "allowed"),
+        (actor(TRAVAIL), OWN, False, True, True, "allowed"),
+        (actor(MED), OTHER, False, True, True, "allowed"),  # its own id given as owner
+        (actor(MED), AUTHOR, SAME, True, False, "only their own"),
+        (actor(ES), AUTHOR, SAME, True, False, "only their own"),
+        # Note 2: a CPE lists a professional of its own structure.
+        (actor(CPE), OWN, False, False, True, "allowed"),
+        (actor(CPE), AUTHOR, SAME, False, True, "allowed"),
+        (actor(CPE), AUTHOR, False, False, False, "own structure"),
+        # Note 3: an institution certificate lists new authorisations, since a date.
+        (actor(ES), OWN, False, True, True, "allowed"),
+        (actor(ES), OWN, False, False, False, "startDate"),
+        (actor(ES, C15), OWN, False, True, False, "es_regulation"),
+    ],
+)
+def test_list_patients(who, owner, in_structure, since, allowed, reason) -> None:
+    decision = list_patients(who, owner=owner, owner_in_structure=in_structure, since_given=since)
+    assert decision.allowed is allowed
+    assert reason in decision.reason
+    assert new_authorisations_only(who) is (who.kind is ES)

@@ -9,8 +9,11 @@ DMP-compatible software reads. Only a request we cannot dispatch at all (unknown
 broken envelope) is a SOAP fault, from the transport layer.
 
 The patient a call may touch is the VIHF's (``resource-id``): a message naming another
-patient is refused (``XDSPatientIdDoesNotMatch``, as on the XDS side). Writes record their
-audit event in their own transaction.
+patient is refused (``XDSPatientIdDoesNotMatch``, as on the XDS side). Who may call what is
+the functional rights matrix's (PDT-INF-526), decided by :mod:`..policy.access` on facts read
+here: a refusal is ``DMPAccessDeniedByRightsService`` in the service's own error shape, with
+its reason, and changes nothing. Writes record their audit event in their own transaction;
+refusals are audited by the application as failures with that code.
 """
 
 from __future__ import annotations
@@ -27,6 +30,9 @@ from ..audit.trail import audit_event
 from ..call import Call, Reply
 from ..metadata import vocabulary as v
 from ..metadata.datatypes import PatientId
+from ..policy import access as policy
+from ..policy import facts as policy_facts
+from ..policy.rights import RightsMatrix
 from ..registry import tables as registry_tables
 from ..security.principal import Principal
 from . import authorisations as auth
@@ -43,8 +49,6 @@ from .records import (
     revise_record,
     search_records,
 )
-
-MEDECIN = "10"  # TRE_G15 profession code of a médecin (only they can be médecin traitant)
 
 
 def _success(payload: etree._Element, action: str) -> Reply:
@@ -79,7 +83,8 @@ def _matching(ids: list[h.InstanceId], patient: PatientId) -> h.InstanceId:
 def actor_of(principal: Principal) -> auth.Actor:
     """The calling professional as an authorisation names it (TD1.6 fields)."""
     profession, specialty = principal.profession, principal.specialty
-    code = f"G15_{profession.code}" + (f"/{specialty.code}" if specialty else "")
+    prefix = "G15_" if profession.system == policy_facts.PROFESSION_SYSTEM else ""
+    code = f"{prefix}{profession.code}" + (f"/{specialty.code}" if specialty else "")
     label = " - ".join(c.display for c in (profession, specialty) if c is not None and c.display)
     family, _, given = (principal.subject_name or "").partition(" ")
     return auth.Actor(
@@ -93,12 +98,79 @@ def actor_of(principal: Principal) -> auth.Actor:
     )
 
 
+def _policy_record(facts: auth.AccessFacts | None) -> policy.Record:
+    """What access policy needs of the record and the caller's standing on it."""
+    if facts is None or facts.record_status is None:
+        return policy.Record(exists=False)
+    standing = (
+        policy.Authorisation.BLOCKED
+        if facts.blocked
+        else policy.Authorisation.AUTHORISED
+        if facts.authorised
+        else policy.Authorisation.NONE
+    )
+    return policy.Record(
+        closed=facts.record_status != "open",
+        authorisation=standing,
+        opposes_break_glass=facts.opposition_bris_de_glace,
+        opposes_emergency_access=facts.opposition_acces_urgence,
+    )
+
+
+def _caller(call: Call, facts: auth.AccessFacts | None = None) -> policy.Actor:
+    """The matrix actor of the call (the médecin traitant when the record says so); a call
+    without a verified principal is refused (only a hand-built Call has none)."""
+    principal = call.principal
+    if principal is None:
+        raise RecordError(dv.DMP_ACCESS_DENIED, "no authenticated caller")
+    mt = principal.name_id if facts is not None and facts.medecin_traitant else None
+    return policy_facts.actor_of(principal, medecin_traitant=mt)
+
+
+def _facts(conn: Connection, call: Call, patient_id: str) -> auth.AccessFacts:
+    principal = call.principal
+    if principal is None:
+        raise RecordError(dv.DMP_ACCESS_DENIED, "no authenticated caller")
+    return auth.access_facts(conn, patient_id, principal.name_id, principal.structure_id)
+
+
+def _enforce(call: Call, decision: policy.Decision) -> None:
+    """Raise the refusal (RecordError, DMPAccessDeniedByRightsService) of a denied decision;
+    its reason goes to the caller and to the request's log line."""
+    if not decision:
+        call.log["denied"] = decision.reason
+        raise RecordError(dv.DMP_ACCESS_DENIED, decision.reason)
+
+
+_REVISIONS = {
+    dv.MODIFICATION: policy.RecordTransaction.MODIFY,
+    dv.CLOSING: policy.RecordTransaction.CLOSE,
+    dv.REACTIVATION: policy.RecordTransaction.REACTIVATE,
+}
+# TD0.3: (action, role) -> what the caller does.
+_SET_AUTHORIZATION = {
+    ("AJOUT", None): policy.RecordTransaction.AUTHORISE,
+    ("AJOUT", "MEDECIN_TRAITANT"): policy.RecordTransaction.DESIGNATE_MT,
+    ("SUPPRESSION", None): policy.RecordTransaction.REVOKE,
+    ("SUPPRESSION", "MEDECIN_TRAITANT"): policy.RecordTransaction.REVOKE_MT,
+    ("BLOCAGE", None): policy.RecordTransaction.BLOCK,
+    ("DEBLOCAGE", None): policy.RecordTransaction.UNBLOCK,
+}
+
+
 class PatientService:
     """Handlers of the four /dmp/ endpoints (bound by ``app.py``)."""
 
-    def __init__(self, engine: Engine, *, max_search_results: int = 100) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        max_search_results: int = 100,
+        matrix: RightsMatrix | None = None,
+    ) -> None:
         self.engine = engine
         self.max_search_results = max_search_results
+        self.matrix = matrix  # the operator's rights matrix (None: the shipped one)
 
     # --- GestionDossierPatientPartage ------------------------------------------------------------
     def get_demographics(self, call: Call) -> Reply:
@@ -114,21 +186,26 @@ class PatientService:
                 )
             asked = h.query_patient_id(call.payload)
             _matching([asked], _vihf_patient(call))
-        except h.Hl7Error as error:
+            with self.engine.connect() as conn:
+                record = get_record(conn, _canonical(asked))
+                facts = _facts(conn, call, _canonical(asked)) if record is not None else None
+            # TD0.2 answers a blocked professional too: telling them is what it is for.
+            transaction = (
+                policy.RecordTransaction.EXISTENCE
+                if header.reason == dv.TEST_EXISTENCE
+                else policy.RecordTransaction.CONSULT
+            )
+            _enforce(
+                call,
+                policy.manage_record(
+                    _caller(call, facts), _policy_record(facts), transaction, self.matrix
+                ),
+            )
+        except (h.Hl7Error, RecordError) as error:
             root = h.message("PRPA_IN201308UV02", header)
-            h.acknowledgement(root, header, "AE", (error.code, error.text))
+            h.acknowledgement(root, header, "AE", (error.code, str(error)))
             h.query_ack(h.control_act(root, header.reason), header, "AE")
             return _failure(root, dv.GDP_GET_RESPONSE, error.code)
-        principal = call.principal
-        with self.engine.connect() as conn:
-            record = get_record(conn, _canonical(asked))
-            facts = (
-                auth.access_facts(
-                    conn, _canonical(asked), principal.name_id, principal.structure_id
-                )
-                if principal is not None and record is not None
-                else None
-            )
         call.audit_objects = ["record"] if record is not None else []
         root = h.message("PRPA_IN201308UV02", header)
         if header.reason == dv.TEST_EXISTENCE and facts is not None:
@@ -199,6 +276,16 @@ class PatientService:
                 {"root": i.root, "extension": i.extension or ""} for i in request.ids if i != own
             ]
             principal = call.principal
+            # No record yet: nobody can be blocked from it; only the access mode matters.
+            _enforce(
+                call,
+                policy.manage_record(
+                    _caller(call),
+                    policy.Record(exists=False),
+                    policy.RecordTransaction.CREATE,
+                    self.matrix,
+                ),
+            )
             with self.engine.begin() as conn:
                 record = create_record(
                     conn,
@@ -247,6 +334,18 @@ class PatientService:
             patient_id = _canonical(_matching(request.ids, _vihf_patient(call)))
             by = call.principal.name_id if call.principal else None
             with self.engine.begin() as conn:
+                facts = _facts(conn, call, patient_id)
+                current = get_record(conn, patient_id)
+                _enforce(
+                    call,
+                    policy.manage_record(
+                        _caller(call, facts),
+                        _policy_record(facts),
+                        _REVISIONS[header.reason],
+                        self.matrix,
+                        attached_to_mes=current is not None and current.ens_attached,
+                    ),
+                )
                 if header.reason == dv.MODIFICATION:
                     record = revise_record(conn, patient_id, request.identity, request.oppositions)
                 elif header.reason == dv.CLOSING:
@@ -297,15 +396,25 @@ class PatientService:
                 )
             if role not in (None, "MEDECIN_TRAITANT"):
                 raise RecordError(dv.DMP_INVALID_REQUEST, "role must be MEDECIN_TRAITANT")
+            transaction = _SET_AUTHORIZATION.get((action, role))
+            if transaction is None:
+                raise RecordError(
+                    dv.DMP_INVALID_REQUEST, "role MEDECIN_TRAITANT goes with AJOUT or SUPPRESSION"
+                )
+            blocking = action in ("BLOCAGE", "DEBLOCAGE")
+            target = _target(call.payload) if blocking else None
             patient = _vihf_patient(call).canonical
+            me = actor_of(principal)
             with self.engine.begin() as conn:
+                facts = _facts(conn, call, patient)
+                _enforce(
+                    call,
+                    policy.manage_record(
+                        _caller(call, facts), _policy_record(facts), transaction, self.matrix
+                    ),
+                )
                 record = _open_record(conn, patient)
-                me = actor_of(principal)
                 if action == "AJOUT":
-                    if role and principal.profession.code != MEDECIN:
-                        raise RecordError(
-                            dv.DMP_ACCESS_DENIED, "only a médecin can be the médecin traitant"
-                        )
                     changed = auth.authorise(
                         conn, record.patient_key, me, by=me.actor_id, medecin_traitant=bool(role)
                     )
@@ -321,12 +430,7 @@ class PatientService:
                     )
                     target_id = me.actor_id
                 else:
-                    target = _target(call.payload)
-                    facts = auth.access_facts(conn, patient, me.actor_id)
-                    if not facts.medecin_traitant:
-                        raise RecordError(
-                            dv.DMP_ACCESS_DENIED, "only the médecin traitant blocks or unblocks"
-                        )
+                    assert target is not None
                     if target.actor_id == me.actor_id:
                         raise RecordError(dv.DMP_INVALID_REQUEST, "one cannot block oneself")
                     if action == "BLOCAGE":
@@ -360,8 +464,19 @@ class PatientService:
         try:
             if mode not in (auth.MODE_ALL, auth.MODE_ACTIVE, auth.MODE_FORBIDDEN):
                 raise RecordError(dv.DMP_INVALID_REQUEST, "mode must be TOUTE, ACTIVE, INTERDITE")
+            patient = _vihf_patient(call).canonical
             with self.engine.connect() as conn:
-                record = _existing_record(conn, _vihf_patient(call).canonical)
+                facts = _facts(conn, call, patient)
+                _enforce(
+                    call,
+                    policy.manage_record(
+                        _caller(call, facts),
+                        _policy_record(facts),
+                        policy.RecordTransaction.LIST_AUTHORISATIONS,
+                        self.matrix,
+                    ),
+                )
+                record = _existing_record(conn, patient)
                 found = auth.list_by_patient(conn, record.patient_key, mode)
             for a in found:
                 item = etree.Element(f"{{{dv.HAB_NS}}}listOfAuthorizationByPatient")
@@ -390,7 +505,12 @@ class PatientService:
     # --- PatientsSpecific ------------------------------------------------------------------------
     def patient_list(self, call: Call) -> Reply:
         """TD0.4 patientList: the records the calling professional is authorised on, acted on
-        (LASTAUTORIZATION) or fed (LASTDOC) since ``startDate``."""
+        (LASTAUTORIZATION) or fed (LASTDOC) since ``startDate``.
+
+        ``psOwnerId`` names another professional's list: only a CPE may ask it, for a
+        professional of its own structure (matrix note 2), which we know from the audit trail
+        (that professional has called us from the same structure). An institution certificate
+        lists only the authorisations given since ``startDate`` (note 3)."""
         start = _field(call.payload, "startDate", dv.PATIENTS_NS)
         date_type = _field(call.payload, "dateType", dv.PATIENTS_NS) or "LASTAUTORIZATION"
         owner = _field(call.payload, "psOwnerId", dv.PATIENTS_NS)
@@ -398,26 +518,38 @@ class PatientService:
         items: list[etree._Element] = []
         status, context = dv.DMP_OK, None
         try:
-            if principal is None or (owner and owner != principal.name_id):
-                raise RecordError(dv.DMP_ACCESS_DENIED, "a professional lists their own patients")
             if date_type not in ("LASTAUTORIZATION", "LASTDOC"):
                 raise RecordError(
                     dv.DMP_INVALID_REQUEST, "dateType must be LASTAUTORIZATION or LASTDOC"
                 )
             since = _parse_date(start) if start else None
+            me = _caller(call)
+            assert principal is not None  # _caller refuses a call without one
+            other = owner if owner and owner != principal.name_id else None
+            listed = other or principal.name_id
             with self.engine.connect() as conn:
+                _enforce(
+                    call,
+                    policy.list_patients(
+                        me,
+                        owner=other,
+                        owner_in_structure=other is not None
+                        and me.kind is policy.Kind.CPE
+                        and _acted_in_structure(conn, other, principal.structure_id),
+                        since_given=since is not None,
+                        matrix=self.matrix,
+                    ),
+                )
+                by_authorisation = (
+                    date_type == "LASTAUTORIZATION" or policy.new_authorisations_only(me)
+                )
                 found = auth.list_for_actor(
-                    conn,
-                    auth.PROFESSIONAL,
-                    principal.name_id,
-                    since if date_type == "LASTAUTORIZATION" else None,
+                    conn, auth.PROFESSIONAL, listed, since if by_authorisation else None
                 )
                 keys = [a.patient_key for a in found]
                 records = records_by_keys(conn, keys)
                 last_doc = _last_documents(conn, keys)
-                last_access = _last_access(
-                    conn, [r.patient_id for r in records.values()], principal.name_id
-                )
+                last_access = _last_access(conn, [r.patient_id for r in records.values()], listed)
             for a in found:
                 record = records.get(a.patient_key)
                 if record is None:
@@ -438,7 +570,9 @@ class PatientService:
 
     # --- PDQSupplier -----------------------------------------------------------------------------
     def find_candidates(self, call: Call) -> Reply:
-        """TD0.5 PRPA_IN201305UV02 (PDQv3 ITI-47): records matching identity traits."""
+        """TD0.5 PRPA_IN201305UV02 (PDQv3 ITI-47): records matching identity traits, or the
+        record of a given id. Every call is TD0.5 whatever it asks (it names patients other
+        than the VIHF's): régulation only, as the matrix says."""
         header = h.read_header(call.payload)
         root = h.message("PRPA_IN201306UV02", header)
         try:
@@ -448,14 +582,15 @@ class PatientService:
                 raise h.Hl7Error(
                     dv.MISSING_ELEMENT, "a family name, a birth date or a patient id is required"
                 )
+            _enforce(call, policy.find_patients(_caller(call), self.matrix))
             with self.engine.connect() as conn:
                 if asked_id is not None and asked_id.extension:
                     one = get_record(conn, _canonical(asked_id))
                     found = [one] if one is not None else []
                 else:
                     found = search_records(conn, traits, self.max_search_results)
-        except (h.Hl7Error, ValueError) as error:
-            code = error.code if isinstance(error, h.Hl7Error) else dv.WRONG_VALUE
+        except (h.Hl7Error, RecordError, ValueError) as error:
+            code = error.code if isinstance(error, h.Hl7Error | RecordError) else dv.WRONG_VALUE
             h.acknowledgement(root, header, "AE", (code, str(error)), element_form=True)
             control = _pdq_control(root)
             h.query_ack(control, header, "AE")
@@ -469,6 +604,7 @@ class PatientService:
             h.patient_ids(patient, record)
             etree.SubElement(patient, h.H + "statusCode", code=h.record_status_code(record))
             h.person(patient, record, full=False)
+            _search_addresses(patient, record)
             match = h._sub(h._sub(patient, "subjectOf1", typeCode="SBJ"), "queryMatchObservation")
             match.set("classCode", "COND")
             match.set("moodCode", "EVN")
@@ -636,6 +772,18 @@ def _last_access(conn: Connection, patient_ids: list[str], actor_id: str) -> dic
     return {pid: h.hl7_time(at) for pid, at in rows if at is not None}
 
 
+def _acted_in_structure(conn: Connection, professional: str, structure_id: str) -> bool:
+    """Whether ``professional`` has called us on behalf of ``structure_id`` (the audit trail
+    is the only record we keep of who works where)."""
+    e = audit_event.c
+    found = conn.execute(
+        select(e.event_id)
+        .where(e.actor_id == professional, e.structure_id == structure_id)
+        .limit(1)
+    ).first()
+    return found is not None
+
+
 def _patient_item(
     record: Record, a: auth.Authorisation, added: str | None, accessed: str | None
 ) -> etree._Element:
@@ -657,6 +805,20 @@ def _patient_item(
     _leaf(item, ns, "lastUpdateDate", h.hl7_time(record.updated_at))
     _leaf(item, ns, "lastAddDate", added)
     return item
+
+
+def _search_addresses(patient: etree._Element, record: Record) -> None:
+    """A search candidate's addresses, city and postal code only (what the national PDQ answer
+    gives to tell namesakes apart, and no more)."""
+    person = patient.find(h.H + "patientPerson")
+    assert person is not None
+    for address in record.identity.addresses or []:
+        parts = {c.get("tag"): c.get("text") for c in address.get("children", [])}
+        shown = [(tag, parts[tag]) for tag in ("city", "postalCode") if parts.get(tag)]
+        if shown:
+            addr = h._sub(person, "addr")
+            for tag, text in shown:
+                h._sub(addr, tag, text)
 
 
 def _pdq_control(root: etree._Element) -> etree._Element:
