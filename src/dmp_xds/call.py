@@ -32,22 +32,21 @@ class Call:
     # Identifiers of what the call touched (entryUUIDs, document uniqueIds) for the trail.
     audit_objects: list[str] = field(default_factory=list)
     audited: bool = False  # the handler recorded the event in its own transaction
+    audit_event: AuditEvent | None = None  # that event (exported once the handler returns)
 
     def audit_success(self, conn: Connection, objects: list[str]) -> None:
         """Record a successful write in the write's own transaction (DESIGN: the trail of a
         change commits with the change)."""
         self.audit_objects = objects
-        record(
-            conn,
-            AuditEvent(
-                self.request_id,
-                self.action,
-                "success",
-                self.principal,
-                objects=objects,
-                remote_addr=self.remote_addr,
-            ),
+        self.audit_event = AuditEvent(
+            self.request_id,
+            self.action,
+            "success",
+            self.principal,
+            objects=objects,
+            remote_addr=self.remote_addr,
         )
+        record(conn, self.audit_event)
         self.audited = True
 
     @property
@@ -72,3 +71,6 @@ class Reply:
     action: str | None = None
     status: str | None = None
     error_codes: list[str] = field(default_factory=list)
+    # Stored XML fragments the envelope splices in at the payload's splice point (LeafClass
+    # answers: registry objects are kept as text, parsing them only to re-serialise is waste).
+    spliced: list[str] = field(default_factory=list)

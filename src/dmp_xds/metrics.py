@@ -61,6 +61,12 @@ DEPENDENCY_FAILURES = Counter(
     "Requests answered with a Receiver fault because the database or the store failed.",
     ["component"],
 )
+ATNA_MESSAGES = Counter(
+    "dmp_xds_atna_messages_total",
+    "ATNA audit messages by result: sent, dropped (export queue full), send_error (an attempt "
+    "that failed; the message is retried), render_error.",
+    ["result"],
+)
 
 
 def record_request(

@@ -4,17 +4,27 @@ A write transaction (ITI-41/42/57/62) records its event with :func:`record` on i
 connection, so the event commits or rolls back with the change. Everything else (reads,
 failures, refusals) is recorded by :class:`Auditor` in a transaction of its own, before the
 answer leaves: if the trail cannot be written, the caller gets a fault, not unaudited data.
+
+The database trail is the source of truth. An optional exporter (``audit/export.py``, IHE
+ATNA) gets each event once it is committed; it may lose events (collector down, queue full),
+the trail never does. Emergency accesses (break-glass, centre 15) carry a flag that
+PostgreSQL computes from the access mode (migration 0005) and the motive the VIHF gave.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
+from lxml import etree
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
+    Computed,
     Connection,
     DateTime,
     Engine,
@@ -52,6 +62,12 @@ audit_event = Table(
     Column("objects", ARRAY(Text), nullable=False),
     Column("remote_addr", Text),
     Column("detail", Text),
+    Column("access_motive", Text),
+    Column(
+        "emergency",
+        Boolean,
+        Computed("coalesce(access_mode IN ('bris_de_glace', 'centre_15'), false)", persisted=True),
+    ),
 )
 
 TRANSACTIONS = {
@@ -73,6 +89,9 @@ TRANSACTIONS = {
     "urn:si-dmp-patients:PatientSpecificEndPoint:patientList": "DMP-TD0.4",
     "urn:hl7-org:v3:PRPA_IN201305UV02": "DMP-TD0.5",
     "urn:ihe:iti:pdqv3:2007:PDQSupplier_Service:findCandidatesQuery": "DMP-TD0.5",
+    # Trace queries (audit/service.py) and an operator's export of a trail (``dmp-xds trail``).
+    "urn:dmp-xds:traces:1:listTraces": "DMP-TRACES",
+    "urn:dmp-xds:cli:trail": "TRAIL-EXPORT",
 }
 
 
@@ -90,6 +109,9 @@ class AuditEvent:
     remote_addr: str | None = None
     detail: str | None = None
     patient_id: str | None = field(default=None)
+    # Set by :func:`record` from the inserted row (the exporter dates its message with it).
+    event_id: int | None = field(default=None, compare=False)
+    occurred_at: dt.datetime | None = field(default=None, compare=False)
 
     def row(self) -> dict[str, object]:
         p = self.principal
@@ -114,20 +136,43 @@ class AuditEvent:
             "objects": list(self.objects),
             "remote_addr": self.remote_addr,
             "detail": self.detail,
+            "access_motive": p.access_motive if p else None,
         }
+
+
+# Built once: the insert is compiled once per process, whatever the event (its values are
+# bound parameters), which spares every call SQLAlchemy's statement building.
+_INSERT = audit_event.insert().returning(audit_event.c.event_id, audit_event.c.occurred_at)
 
 
 def record(conn: Connection, event: AuditEvent) -> None:
     """Write ``event`` in ``conn``'s transaction (commits or rolls back with it)."""
-    conn.execute(audit_event.insert().values(**event.row()))
+    inserted = conn.execute(_INSERT, event.row()).one()
+    event.event_id, event.occurred_at = inserted.event_id, inserted.occurred_at
+
+
+class Exporter(Protocol):
+    """Where committed events go besides the trail (audit/export.py). ``submit`` must return
+    at once and never raise: it runs on the request's path."""
+
+    def submit(self, event: AuditEvent, payload: etree._Element | None = None) -> None: ...
 
 
 class Auditor:
-    """Records events that have no transaction of their own to join."""
+    """Records events that have no transaction of their own to join, and hands committed
+    events to the exporter, if one is configured."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, exporter: Exporter | None = None) -> None:
         self.engine = engine
+        self.exporter = exporter
 
-    def record(self, event: AuditEvent) -> None:
+    def record(self, event: AuditEvent, payload: etree._Element | None = None) -> None:
         with self.engine.begin() as conn:
             record(conn, event)
+        self.export(event, payload)
+
+    def export(self, event: AuditEvent, payload: etree._Element | None = None) -> None:
+        """After the event's transaction committed: ``payload`` (the request's SOAP body) lets
+        the exporter name what the call was about (submission set, query), by id only."""
+        if self.exporter is not None:
+            self.exporter.submit(event, payload)

@@ -79,6 +79,11 @@ class VihfClaims:
     mode_attribute: str = names.AUTHENTICATION_MODE  # the other spellings exist in the wild
     access_mode: str = "normal"
     access_mode_system: str = ACCESS_MODE_SYSTEM
+    # Why an emergency mode is used (optional free text): sent as the ``Mode_Acces_Raison``
+    # attribute, or with ``access_motive_in="original_text"`` as the PurposeOfUse's
+    # ``hl7:originalText`` (the server reads either; security/vihf.py).
+    access_motive: str | None = None
+    access_motive_in: str = "attribute"
     software_name: str = "dmp-xds client"
     software_version: str = "0.1.0"
     homologation: str = "DMP-XDS-TEST-0001"
@@ -161,6 +166,10 @@ def build_assertion(
         (names.LPS_NAME, claims.software_name),
         (names.LPS_VERSION, claims.software_version),
         (names.LPS_HOMOLOGATION, claims.homologation),
+        (
+            names.ACCESS_MOTIVE,
+            claims.access_motive if claims.access_motive_in == "attribute" else None,
+        ),
     ]
     for attr_name, value in strings:
         if value is not None and attr_name not in claims.omit and attr_name not in claims.extra:
@@ -180,6 +189,11 @@ def build_assertion(
                 )
             ],
         )
+        if claims.access_motive and claims.access_motive_in == "original_text":
+            purpose = statement[-1].find(f"{_S}AttributeValue/{{{HL7V3}}}PurposeOfUse")
+            if purpose is not None:
+                original = etree.SubElement(purpose, f"{{{HL7V3}}}originalText")
+                original.text = claims.access_motive
     if claims.confidentiality_codes:
         _coded_attribute(
             statement,

@@ -34,6 +34,10 @@ class AccessMode(StrEnum):
     CENTRE_15 = "centre_15"  # emergency call centre (régulation médicale)
 
 
+# Access without the patient's authorisation: flagged loudly in the audit trail and the logs.
+EMERGENCY_MODES = frozenset({AccessMode.BRIS_DE_GLACE, AccessMode.CENTRE_15})
+
+
 ACCESS_MODE_SYSTEM = "1.2.250.1.213.1.1.4.248"
 PROFESSION_SYSTEM = "1.2.250.1.71.1.2.7"  # TRE_G15 ProfessionSante
 # Professions whose VIHF must also carry a specialty (savoir-faire): médecin, pharmacien.
@@ -93,6 +97,10 @@ class Principal:
     confidentiality_codes: tuple[CodedValue, ...] = ()
     signer: CertificateIdentity | None = None  # who signed the assertion (if signed)
     tls_client: CertificateIdentity | None = None  # the TLS client certificate (direct mode)
+    # Why the professional used an emergency mode, when the software says it (free text,
+    # optional: security/vihf.py reads ``Mode_Acces_Raison`` or the PurposeOfUse's
+    # originalText). Kept for the audit trail only; no decision depends on it.
+    access_motive: str | None = None
 
     @property
     def profession(self) -> CodedValue:
@@ -101,6 +109,11 @@ class Principal:
     @property
     def specialty(self) -> CodedValue | None:
         return self.roles[1] if len(self.roles) > 1 else None
+
+    @property
+    def emergency(self) -> bool:
+        """Break-glass or régulation (centre 15): an access without authorisation."""
+        return self.access_mode in EMERGENCY_MODES
 
     @property
     def id_kind(self) -> str:
@@ -125,4 +138,9 @@ class Principal:
             "access_mode": self.access_mode.value,
             "software": self.software.homologation,
             "patient_hash": self.patient_hash,
+            **(
+                {"emergency": True, "motive_given": self.access_motive is not None}
+                if self.emergency
+                else {}
+            ),
         }

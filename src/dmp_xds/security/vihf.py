@@ -7,6 +7,14 @@ URNs for role, patient and purpose of use). One exception: the authentication mo
 clients, and ``Authentication_mode`` in English-speaking code, so that one name is matched
 case-insensitively in both spellings.
 
+The motive of an emergency access (break-glass, centre 15) is optional: no DMP sample carries
+one and most software sends none. When given it is read from a string attribute
+``Mode_Acces_Raison`` (the name ProSanteConnect uses; matched case-insensitively) or, failing
+that, from the ``hl7:originalText`` of the PurposeOfUse value (HL7's place for the words behind
+a code). The PurposeOfUse's ``displayName`` is not a motive: it is the code's label ("Accès en
+bris de glace"), which every LPS copies. Whitespace runs (line breaks included) become one
+space; the usual length and control-character limits apply.
+
 This module only reads and checks the *form* of what the assertion says; it trusts nothing.
 Whether the assertion is authentic (signature, certificate, time, replay) is
 :mod:`.authenticate`'s business, which calls this on exactly the element it verified.
@@ -40,6 +48,7 @@ from .principal import (
 VIHF_VERSION = "VIHF_Version"
 AUTHENTICATION_MODE = "Authentification_mode"
 AUTHENTICATION_MODE_NAMES = frozenset({"authentification_mode", "authentication_mode"})
+ACCESS_MOTIVE = "Mode_Acces_Raison"
 STRUCTURE_ID = "Identifiant_Structure"
 ACTIVITY_SECTOR = "Secteur_Activite"
 SUBJECT_ID = "urn:oasis:names:tc:xspa:1.0:subject:subject-id"
@@ -156,6 +165,7 @@ def read_vihf(assertion: etree._Element) -> Vihf:
         confidentiality_codes=tuple(
             _coded_values(attrs, CONFIDENTIALITY_CODE, "ConfidentialityCode", required=False)
         ),
+        access_motive=_access_motive(attrs),
     )
     return Vihf(assertion_id, issue_instant, not_before, not_on_or_after, issuer, principal)
 
@@ -215,6 +225,8 @@ def _attributes(assertion: etree._Element) -> dict[str, list[etree._Element]]:
             attr_name = (attribute.get("Name") or "").strip()
             if attr_name.lower() in AUTHENTICATION_MODE_NAMES:
                 attr_name = AUTHENTICATION_MODE
+            elif attr_name.lower() == ACCESS_MOTIVE.lower():
+                attr_name = ACCESS_MOTIVE
             if attr_name in found:
                 raise invalid("attributes", f"attribute {attr_name} appears more than once")
             found[attr_name] = _elements(attribute, _S + "AttributeValue")
@@ -290,3 +302,22 @@ def _access_mode(attrs: dict[str, list[etree._Element]]) -> AccessMode:
         return AccessMode(purpose.code.lower())  # the code system is case-insensitive
     except ValueError:
         raise invalid("access_mode", f"unknown access mode {purpose.code!r}") from None
+
+
+def _access_motive(attrs: dict[str, list[etree._Element]]) -> str | None:
+    """The optional motive of the access (module docstring): the attribute, else the
+    PurposeOfUse's originalText, else None."""
+    values = attrs.get(ACCESS_MOTIVE)
+    if values:
+        if len(values) != 1 or any(isinstance(c.tag, str) for c in values[0]):
+            raise invalid("attributes", f"attribute {ACCESS_MOTIVE} must hold one text value")
+        text = " ".join((values[0].text or "").split())
+        return _clean(text, f"attribute {ACCESS_MOTIVE}") if text else None
+    for value in attrs.get(PURPOSE_OF_USE) or ():
+        for original in value.iterfind(f"{{{HL7V3}}}PurposeOfUse/{{{HL7V3}}}originalText"):
+            if any(isinstance(c.tag, str) for c in original):
+                raise invalid("attributes", "PurposeOfUse/originalText must hold text only")
+            text = " ".join((original.text or "").split())
+            if text:
+                return _clean(text, "PurposeOfUse/originalText")
+    return None
