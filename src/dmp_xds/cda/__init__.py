@@ -1,2 +1,3 @@
-"""CDA R2: reading a document header (:mod:`.header`) and checking it against the
-DocumentEntry that describes it (:mod:`.consistency`)."""
+"""CDA R2: reading a document header (:mod:`.header`), checking it against the DocumentEntry
+that describes it (:mod:`.consistency`, the server's side) and deriving that DocumentEntry from
+it (:mod:`.metadata`, the producer's side)."""

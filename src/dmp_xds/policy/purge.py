@@ -48,3 +48,20 @@ def may_purge(principal: Principal | None, authorised: Collection[str]) -> Decis
     if principal.access_mode is not AccessMode.NORMAL:
         return deny(f"metadata cannot be removed in {principal.access_mode.value} access mode")
     return ALLOW
+
+
+def operator_may_purge(actor_id: str | None, authorised: Collection[str]) -> Decision:
+    """May the operator command ``dmp-xds purge --by <actor_id>`` purge a document?
+
+    Run on the server host, it has no VIHF to check: the operator names the hosting physician
+    on whose decision the purge is made, and that physician must be in the same list as for
+    ITI-62 (exact match, empty list: nobody). What is purged is decided elsewhere (only
+    documents whose every version is Deleted, registry/purge.py).
+    """
+    if not actor_id:
+        return deny("the purging physician is not named")
+    if not authorised:
+        return deny("no professional is authorised to remove metadata on this server")
+    if actor_id not in authorised:
+        return deny(f"professional {actor_id} is not authorised to remove metadata")
+    return ALLOW

@@ -170,6 +170,32 @@ def remove_objects(conn: Connection, patient: PatientId | None, ids: Sequence[st
     return _erase(conn, key, kinds) if key is not None else Removed()
 
 
+def with_dependents(
+    conn: Connection, key: int, kinds: dict[uuid.UUID, str]
+) -> dict[uuid.UUID, str]:
+    """``kinds`` (entryUUID -> kind) plus everything that must go with them for
+    :func:`remove_objects` to accept the removal: every association touching a removed object
+    (its HasMember, RPLC, folder memberships, status updates, and in turn the associations to
+    those), and every SubmissionSet that would be left with no association.
+
+    Used by ``dmp-xds purge`` (registry/purge.py), which names a document and lets the registry
+    work out the rest; ITI-62 callers name every object themselves.
+    """
+    a = t.association
+    result = dict(kinds)
+    while True:
+        wanted = list(result)
+        links = _links(conn, key, or_(a.c.source_uuid.in_(wanted), a.c.target_uuid.in_(wanted)))
+        added = {link.entry_uuid: "Association" for link in links if link.entry_uuid not in result}
+        sources = _kinds(conn, key, {link.source for link in links} - set(result))
+        sets = sorted((e for e, k in sources.items() if k == "SubmissionSet"), key=str)
+        emptied = _without_remaining(conn, key, sets, {**result, **added}, a.c.source_uuid)
+        added.update(dict.fromkeys(emptied, "SubmissionSet"))
+        if not added:
+            return result
+        result.update(added)
+
+
 def _unresolved(ref: str, why: str) -> XdsError:
     return XdsError(ErrorCode.UNRESOLVED_REFERENCE, f"{ref} {why}", ref)
 

@@ -25,6 +25,7 @@ batches, each a short query on the ``document_entry_content`` index).
 
 from __future__ import annotations
 
+import enum
 import logging
 import time
 from collections.abc import Iterator
@@ -179,23 +180,45 @@ def collect_garbage(
     return report
 
 
+class Removal(enum.StrEnum):
+    """What :func:`remove_if_unreferenced` did with one key's bytes."""
+
+    REMOVED = "removed"
+    REFERENCED = "referenced"  # an entry references them: kept
+    BUSY = "busy"  # a submission is registering the same bytes right now: kept
+    ABSENT = "absent"  # nothing stored under that key
+
+
+def remove_if_unreferenced(engine: Engine, store: DocumentStore, key: str) -> Removal:
+    """Delete ``key``'s bytes under its exclusive lock, after a last look at the registry.
+
+    The one way bytes leave the store (``dmp-xds gc`` and ``dmp-xds purge``), so that both
+    keep the content lock's promise to submissions (:mod:`.content_lock`).
+    """
+    with engine.begin() as conn:
+        if not try_hold_for_removal(conn, key):
+            return Removal.BUSY
+        if _is_referenced(conn, key):
+            return Removal.REFERENCED
+        return Removal.REMOVED if store.delete(key) else Removal.ABSENT
+
+
 def _remove(engine: Engine, store: DocumentStore, blob: BlobInfo, report: GcReport) -> None:
     """Delete one candidate under its exclusive lock, after a last look at the registry."""
     try:
-        with engine.begin() as conn:
-            if not try_hold_for_removal(conn, blob.key):
-                report.busy += 1
-                return
-            if _is_referenced(conn, blob.key):
-                report.referenced += 1
-                report.referenced_late += 1
-                return
-            if store.delete(blob.key):
-                report.removed.append(blob)
-                log.info("collected unreferenced document bytes", extra={"sha256": blob.key})
+        outcome = remove_if_unreferenced(engine, store, blob.key)
     except Exception:  # one unremovable blob must not stop the collection
         log.exception("could not collect document bytes", extra={"sha256": blob.key})
         report.failed.append(blob.key)
+        return
+    if outcome is Removal.BUSY:
+        report.busy += 1
+    elif outcome is Removal.REFERENCED:
+        report.referenced += 1
+        report.referenced_late += 1
+    elif outcome is Removal.REMOVED:
+        report.removed.append(blob)
+        log.info("collected unreferenced document bytes", extra={"sha256": blob.key})
 
 
 @dataclass
