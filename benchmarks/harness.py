@@ -20,9 +20,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import requests
+from sqlalchemy import Connection, text
 
+from dmp_xds.client.vihf import VihfHeaders
+from dmp_xds.patients import authorisations as auth
+from dmp_xds.patients import vocabulary as dv
+from dmp_xds.patients.records import Identity, Oppositions, create_record
 from dmp_xds.registry.database import EmbeddedPostgres, make_engine, migrate
-from dmp_xds.registry.register import create_patient
+from dmp_xds.security.pki import PROFESSIONALS, TestPki
+
+# Every benchmark client acts as this physician of the test PKI, authorised on every record,
+# in reinforced indirect mode (AIR): it may submit, search and read (policy/access.py).
+READER = "medecin"
+READER_ID = next(p.name_id for p in PROFESSIONALS if p.key == READER)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -56,8 +66,49 @@ class BenchServer:
     def new_patient(self, patient_id: str) -> None:
         engine = make_engine(self.database_url, pool_size=1)
         with engine.begin() as conn:
-            create_patient(conn, patient_id)
+            open_patient(conn, patient_id)
         engine.dispose()
+
+
+def open_patient(conn: Connection, patient_id: str) -> None:
+    """Open the patient's DMP record and authorise the benchmark's physician."""
+    record = create_record(conn, patient_id, Identity(), Oppositions(), consent=True, by="bench")
+    actor = auth.Actor(auth.PROFESSIONAL, READER_ID, dv.PS_ID_TYPE)
+    auth.authorise(conn, record.patient_key, actor, by="benchmark")
+
+
+def open_all_records(database_url: str) -> int:
+    """Give every patient of a registry loaded before records existed an open record, and
+    authorise the benchmark's physician on each (idempotent); return how many were opened."""
+    engine = make_engine(database_url, pool_size=1)
+    with engine.begin() as conn:
+        opened = conn.execute(
+            text(
+                "INSERT INTO dmp_record (patient_key, status, created_at, consent_at, updated_at,"
+                " other_ids, telecoms, addresses, relationships, opposition_bris_de_glace,"
+                " opposition_acces_urgence, internet_account, ens_attached)"
+                " SELECT patient_key, 'open', now(), now(), now(), '[]', '[]', '[]', '[]',"
+                " false, false, false, false FROM patient ON CONFLICT DO NOTHING"
+            )
+        ).rowcount
+        conn.execute(
+            text(
+                "INSERT INTO dmp_authorisation (patient_key, actor_type, actor_id, id_type,"
+                " status, medecin_traitant, specialities, speciality_labels, started_at,"
+                " last_action_at) SELECT patient_key, 'professional', :id, :id_type,"
+                " 'authorised', false, '{}', '{}', now(), now() FROM dmp_record"
+                " ON CONFLICT DO NOTHING"
+            ),
+            {"id": READER_ID, "id_type": dv.PS_ID_TYPE},
+        )
+        conn.execute(text("ANALYZE dmp_record, dmp_authorisation"))
+    engine.dispose()
+    return opened
+
+
+def vihf(pki: TestPki, patient_id: str) -> VihfHeaders:
+    """The header factory of the benchmark's physician acting for ``patient_id``."""
+    return pki.vihf_headers(patient_id, READER, authentication_mode="INDIRECTE_RENFORCEE")
 
 
 def _free_port() -> int:

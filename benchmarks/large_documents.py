@@ -31,7 +31,7 @@ from typing import Any
 
 from dmp_xds.client.xds import XdsClient
 
-from .harness import BenchServer, report, server
+from .harness import BenchServer, report, server, vihf
 
 MIB = 1024 * 1024
 REPOSITORY_UID = os.environ.get("DMP_XDS_REPOSITORY_UNIQUE_ID", "1.2.250.1.999.1.1.1")
@@ -53,7 +53,7 @@ def _test_pki(directory: Path) -> Any | None:
 
 def _client(url: str, patient_id: str, pki: Any | None) -> XdsClient:
     """The benchmark's client, acting for ``patient_id``."""
-    headers = pki.vihf_headers(patient_id) if pki is not None else None
+    headers = vihf(pki, patient_id) if pki is not None else None
     return XdsClient(url, header_factory=headers, timeout=600)
 
 

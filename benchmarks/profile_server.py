@@ -30,7 +30,8 @@ from sqlalchemy import text
 from dmp_xds.client.xds import XdsClient
 from dmp_xds.metadata import vocabulary as v
 from dmp_xds.registry.database import make_engine, migrate
-from dmp_xds.registry.register import create_patient
+
+from .harness import open_patient, vihf
 
 
 class _Captured(Exception):
@@ -109,7 +110,7 @@ def _requests(kind: str, n: int, pki: Any, database_url: str) -> list[tuple[str,
                 params, query = {"$XDSDocumentEntryUniqueId": [uid]}, v.GET_DOCUMENTS
 
             def call(client: XdsClient, p: str = patient, q: str = query, a: dict = params) -> None:
-                client.header_factory = pki.vihf_headers(p)
+                client.header_factory = vihf(pki, p)
                 client.stored_query(q, a)
 
             calls.append(call)
@@ -121,11 +122,11 @@ def _requests(kind: str, n: int, pki: Any, database_url: str) -> list[tuple[str,
         for _ in range(n):
             patient = new_patient_id()
             with engine.begin() as conn:
-                create_patient(conn, patient)
+                open_patient(conn, patient)
             doc = cda_doc_of_size(patient, 20_000)
 
             def call(client: XdsClient, p: str = patient, d: Any = doc) -> None:
-                client.header_factory = pki.vihf_headers(p)
+                client.header_factory = vihf(pki, p)
                 client.provide_and_register(
                     submit_objects_request(p, [d]), {"Document01": d.content}
                 )

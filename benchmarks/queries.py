@@ -30,7 +30,7 @@ from dmp_xds.registry.queries import run_stored_query
 from dmp_xds.registry.query_params import read_query_request
 from dmp_xds.registry.synthetic import load_synthetic
 
-from .harness import BenchServer, report, server, summarise
+from .harness import READER_ID, BenchServer, open_all_records, report, server, summarise, vihf
 
 
 def _find(patient_id: str) -> tuple[str, dict[str, Any]]:
@@ -59,7 +59,7 @@ def _worker(
     deadline = time.perf_counter() + seconds
     while time.perf_counter() < deadline:
         patient_id, unique_id = rng.choice(targets)
-        client.header_factory = pki.vihf_headers(patient_id)
+        client.header_factory = vihf(pki, patient_id)
         query_id, params = _find(patient_id) if kind == "FindDocuments" else _get(unique_id)
         started = time.perf_counter()
         result = client.stored_query(query_id, params)
@@ -78,7 +78,13 @@ def prepare(database_url: str, documents: int, patients: int) -> dict[str, Any]:
             text("SELECT reltuples::bigint FROM pg_class WHERE relname = 'document_entry'")
         ).scalar_one()
     if present < documents * 0.95:
-        loaded = load_synthetic(engine, documents, patients, heavy_patients=max(1, patients // 50))
+        loaded = load_synthetic(
+            engine,
+            documents,
+            patients,
+            heavy_patients=max(1, patients // 50),
+            authorise=[READER_ID],
+        )
         facts["load"] = {
             "documents": loaded.documents,
             "patients": loaded.patients,
@@ -88,6 +94,7 @@ def prepare(database_url: str, documents: int, patients: int) -> dict[str, Any]:
             "documents_per_s": round(loaded.documents / loaded.seconds),
             "analyze_s": round(loaded.analyze_seconds, 1),
         }
+    facts["records_opened"] = open_all_records(database_url)  # registries loaded before #5
     with engine.connect() as conn:
         facts["documents_in_registry"] = conn.execute(
             text("SELECT count(*) FROM document_entry")

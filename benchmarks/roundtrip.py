@@ -17,7 +17,7 @@ from pathlib import Path
 from dmp_xds.client.xds import XdsClient
 from dmp_xds.metadata import vocabulary as v
 
-from .harness import BenchServer, report, server, summarise
+from .harness import BenchServer, report, server, summarise, vihf
 
 # A real CDA R2 (7.5 KB lettre de liaison) whose header matches its metadata: the server checks.
 DOCUMENT_KIND = "ldl-ses"
@@ -27,7 +27,7 @@ def _client(url: str, patient_id: str, pki_dir: str) -> XdsClient:
     """The benchmark's client, acting for ``patient_id``: a freshly signed VIHF per call."""
     from dmp_xds.security.pki import load_test_pki
 
-    return XdsClient(url, header_factory=load_test_pki(Path(pki_dir)).vihf_headers(patient_id))
+    return XdsClient(url, header_factory=vihf(load_test_pki(Path(pki_dir)), patient_id))
 
 
 def _worker(url: str, patient_id: str, n: int, pki_dir: str) -> dict[str, list[float]]:

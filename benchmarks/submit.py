@@ -21,7 +21,7 @@ from lxml import etree
 
 from dmp_xds.registry.database import make_engine
 
-from .harness import BenchServer, report, server, summarise
+from .harness import BenchServer, report, server, summarise, vihf
 
 
 def _worker(url: str, pki_dir: str, patients: list[str], seconds: float) -> list[float]:
@@ -40,7 +40,7 @@ def _worker(url: str, pki_dir: str, patients: list[str], seconds: float) -> list
         patient = patients[n % len(patients)]
         n += 1
         doc = cda_doc_of_size(patient, 20_000)
-        client.header_factory = pki.vihf_headers(patient)
+        client.header_factory = vihf(pki, patient)
         request = submit_objects_request(patient, [doc])
         started = time.perf_counter()
         result = client.provide_and_register(request, {"Document01": doc.content})
@@ -70,7 +70,7 @@ def floor(database_url: str, pki_dir: str, n: int = 300) -> dict[str, float]:
     request.append(submit_objects_request(patient, [doc]))
     etree.SubElement(request, "{urn:ihe:iti:xds-b:2007}Document", id="Document01").text = "x"
     envelope = serialize(
-        soap.envelope("/xds/repository", v.ACTION_PNR, request, pki.vihf_headers(patient)())
+        soap.envelope("/xds/repository", v.ACTION_PNR, request, vihf(pki, patient)())
     )
 
     def med(step) -> float:

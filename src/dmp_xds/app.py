@@ -17,6 +17,11 @@ from typing import Any
 
 from lxml import etree
 
+from .audit.export import exporter_from_settings
+from .audit.service import BY_PAYLOAD as TRACES_BY_PAYLOAD
+from .audit.service import PATH as TRACES_PATH
+from .audit.service import WSDL as TRACES_WSDL
+from .audit.service import TraceService
 from .audit.trail import AuditEvent, Auditor
 from .call import Call, Reply
 from .config import Settings
@@ -24,6 +29,7 @@ from .errors import FaultCode, SoapFault
 from .metadata import vocabulary as v
 from .namespaces import LCM, QUERY, RS, WSA, XDSB
 from .ops import Operations, infrastructure_fault
+from .patients.gate import Rules
 from .patients.service import BY_PAYLOAD as DMP_BY_PAYLOAD
 from .patients.service import WSDLS as DMP_WSDLS
 from .patients.service import PatientService
@@ -79,17 +85,33 @@ class Application:
         self.wsdl = WsdlPublisher(resource_dir("wsdl"), resource_dir("schemas"))
         # Security is always on: without a trust store every call is refused (said here).
         self.authenticator = Authenticator.from_settings(settings, self.engine)
-        self.auditor = Auditor(self.engine)
         self.ops = Operations(self.engine, self.store)  # /ready, /metrics (ops.py)
+        # The trail, and its optional ATNA copy (DMP_XDS_ATNA_URL, audit/export.py).
+        self.auditor = Auditor(
+            self.engine,
+            exporter_from_settings(
+                settings, lambda result: self.ops.metrics.ATNA_MESSAGES.labels(result).inc()
+            ),
+        )
         for problem in self.authenticator.problems():
             security_log.warning("security configuration: %s", problem)
+        # The DMP's rules; a malformed operator file stops the start-up here.
+        rules = Rules.load(
+            str(settings.rights_matrix) if settings.rights_matrix else None,
+            str(settings.habilitations) if settings.habilitations else None,
+        )
+        patients = PatientService(self.engine, matrix=rules.matrix)
         registry = RegistryService(
             self.engine,
             max_query_results=settings.max_query_results,
+            rules=rules,
             purge_authorised=settings.purge_authorised,
         )
         repository = RepositoryService(
-            self.engine, self.store, repository_unique_id=settings.repository_unique_id
+            self.engine,
+            self.store,
+            repository_unique_id=settings.repository_unique_id,
+            rules=rules,
         )
         self.endpoints = {
             e.path: e
@@ -124,7 +146,14 @@ class Application:
                 # The DMP's own LPS services (patients/service.py): record, authorisations.
                 *(
                     Endpoint(path, DMP_WSDLS[path], handlers, DMP_BY_PAYLOAD[path])
-                    for path, handlers in PatientService(self.engine).handlers().items()
+                    for path, handlers in patients.handlers().items()
+                ),
+                # Trace queries on the VIHF's patient's trail (audit/service.py).
+                Endpoint(
+                    TRACES_PATH,
+                    TRACES_WSDL,
+                    TraceService(self.engine, rules).handlers(),
+                    TRACES_BY_PAYLOAD,
                 ),
             )
         }
@@ -211,8 +240,11 @@ class Application:
                         error_codes=reply.error_codes or _error_codes(reply.payload),
                         objects=call.audit_objects,
                         remote_addr=call.remote_addr,
-                    )
+                    ),
+                    request.payload,
                 )
+            elif call.audit_event is not None:
+                self.auditor.export(call.audit_event, request.payload)  # committed by now
             response = soap_response(
                 request.version,
                 reply.payload,
@@ -220,6 +252,7 @@ class Application:
                 relates_to=request.addressing.message_id,
                 attachments=reply.attachments,
                 force_mtom=reply.force_mtom,
+                spliced=reply.spliced,
             )
         except SecurityFault as fault:
             facts["fault"] = fault.reason
@@ -273,6 +306,11 @@ class Application:
         facts["http_status"] = int(response.status.split()[0])
         facts["duration_ms"] = round((time.perf_counter() - started) * 1000, 2)
         log.info("request", extra=facts)
+        if facts.get("emergency"):
+            # Break-glass and centre 15: one more line, on the security log, for each call.
+            security_log.warning(
+                "emergency access", extra={k: facts.get(k) for k in _EMERGENCY_FACTS}
+            )
         self.ops.observe(facts, time.perf_counter() - started)
         start_response(response.status, [*response.headers, ("X-Request-Id", request_id)])
         return response.body
@@ -317,6 +355,25 @@ class Application:
         """The VIHF check, once per request, before any handler (raises SecurityFault)."""
         return self.authenticator.authenticate(request, environ)
 
+
+# What the security log says of an emergency access (the patient by hash only, no motive text:
+# it is free text and may name people; the trail keeps it).
+_EMERGENCY_FACTS = (
+    "request_id",
+    "endpoint",
+    "action",
+    "principal",
+    "profession",
+    "structure",
+    "auth_mode",
+    "access_mode",
+    "motive_given",
+    "software",
+    "patient_hash",
+    "status",
+    "fault",
+    "http_status",
+)
 
 _OUTCOMES = {
     v.RESPONSE_SUCCESS: "success",

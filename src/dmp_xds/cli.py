@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime as dt
 import logging
 import sys
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from . import __version__, logs
+from .client import commands as client_commands
 from .config import Settings
 from .security import commands as security_commands
 
@@ -74,22 +76,53 @@ def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_patient(settings: Settings, args: argparse.Namespace) -> int:
+    """Open a patient's DMP record (the patient's consent is the operator's to check), and
+    optionally authorise professionals on it: what the national DMP does when a record is
+    created, for a host that imports its patients."""
     from .metadata.datatypes import parse_patient_id
+    from .patients import authorisations as auth
+    from .patients import vocabulary as dv
+    from .patients.records import Identity, Oppositions, RecordError, create_record
     from .registry.database import make_engine
-    from .registry.register import create_patient
 
     try:
         canonical = parse_patient_id(args.patient_id).canonical
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    identity = Identity(
+        given=args.given, family=args.family, gender=args.gender, birth_date=args.birth_date
+    )
     with database(settings) as ready:
         engine = make_engine(ready.database_url or "", pool_size=1)
-        with engine.begin() as conn:
-            _, created = create_patient(conn, canonical)
-        engine.dispose()
-    print(f"patient {canonical} {'registered' if created else 'already registered'}")
+        try:
+            with engine.begin() as conn:
+                try:
+                    record = create_record(
+                        conn, canonical, identity, Oppositions(), consent=True, by="dmp-xds cli"
+                    )
+                    outcome = "registered: DMP record opened"
+                except RecordError as exc:
+                    outcome = f"already registered ({exc.code})"
+                    record = None
+                key = record.patient_key if record else _record_key(conn, canonical)
+                for person, mt in [(p, False) for p in args.authorise] + (
+                    [(args.medecin_traitant, True)] if args.medecin_traitant else []
+                ):
+                    actor = auth.Actor(auth.PROFESSIONAL, person, dv.PS_ID_TYPE)
+                    auth.authorise(conn, key, actor, by="dmp-xds cli", medecin_traitant=mt)
+        finally:
+            engine.dispose()
+    print(f"patient {canonical} {outcome}")
     return 0
+
+
+def _record_key(conn: object, patient_id: str) -> int:
+    from .patients.records import get_record
+
+    record = get_record(conn, patient_id)  # type: ignore[arg-type]
+    assert record is not None
+    return record.patient_key
 
 
 def cmd_gc(settings: Settings, args: argparse.Namespace) -> int:
@@ -125,6 +158,53 @@ def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if report.healthy else 1
 
 
+def cmd_purge(settings: Settings, args: argparse.Namespace) -> int:
+    """Erase a Deleted document for good on a hosting physician's decision (registry/purge.py
+    says what goes and why); without ``--yes`` it shows what would go and asks."""
+    from .metadata.datatypes import parse_patient_id
+    from .registry.database import make_engine
+    from .registry.purge import BYTES_OUTCOMES, PurgeRefused, describe, plan_purge, purge
+    from .repository.store import open_store
+
+    try:
+        patient = parse_patient_id(args.patient)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    with database(settings, apply_migrations=False) as ready:
+        engine = make_engine(ready.database_url or "", pool_size=1)
+        try:
+            if not args.yes:
+                try:
+                    with engine.connect() as conn:
+                        print("\n".join(describe(plan_purge(conn, patient, args.document))))
+                except PurgeRefused as exc:
+                    print(f"refused: {exc}", file=sys.stderr)
+                    return 1
+                if not sys.stdin.isatty() or input("purge it for good? [y/N] ").lower() != "y":
+                    print("nothing purged (confirm with --yes)", file=sys.stderr)
+                    return 1
+            store = open_store(ready.effective_store_url)
+            report = purge(
+                engine,
+                store,
+                patient,
+                args.document,
+                by=args.by,
+                authorised=settings.purge_authorised,
+            )
+        except PurgeRefused as exc:
+            print(f"refused: {exc}", file=sys.stderr)
+            return 1
+        finally:
+            engine.dispose()
+    counts = ", ".join(f"{n} {kind}" for kind, n in sorted(report.plan.counts().items()))
+    print(f"purged document {args.document}: {counts}")
+    for key, outcome in report.bytes.items():
+        print(f"document bytes {key}: {BYTES_OUTCOMES[outcome]}")
+    return 0
+
+
 def cmd_load_synthetic(settings: Settings, args: argparse.Namespace) -> int:
     """Fill the registry with made-up records (registry/synthetic.py) for scale tests."""
     from .registry.database import make_engine
@@ -140,6 +220,7 @@ def cmd_load_synthetic(settings: Settings, args: argparse.Namespace) -> int:
                 heavy_patients=args.heavy_patients,
                 seed=args.seed,
                 progress=True,
+                authorise=args.authorise,
             )
         finally:
             engine.dispose()
@@ -153,6 +234,65 @@ def cmd_load_synthetic(settings: Settings, args: argparse.Namespace) -> int:
     if report.heavy_patient_ids:
         print(f"a patient with 50 documents: {report.heavy_patient_ids[0]}")
     return 0
+
+
+def cmd_trail(settings: Settings, args: argparse.Namespace) -> int:
+    """A patient's trail on stdout (JSON or CSV), oldest event first: what a hosting operator
+    hands a patient who asks who accessed their record. The export is itself recorded in the
+    trail (transaction TRAIL-EXPORT), after the events it exported."""
+    import getpass
+    import uuid
+
+    from .audit.traces import utc_text, whole_trail, write_csv, write_json
+    from .audit.trail import AuditEvent, Auditor
+    from .metadata.datatypes import parse_patient_id
+    from .registry.database import make_engine
+
+    try:
+        canonical = parse_patient_id(args.patient).canonical
+        since, until = _moment(args.since, "--since"), _moment(args.until, "--until")
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    with database(settings, apply_migrations=False) as ready:
+        engine = make_engine(ready.database_url or "", pool_size=1)
+        try:
+            with engine.connect() as conn:
+                traces = whole_trail(conn, canonical, since=since, until=until)
+                if args.format == "csv":
+                    count = write_csv(traces, sys.stdout)
+                else:
+                    header = {
+                        "patient": canonical,
+                        "exported_at": utc_text(dt.datetime.now(dt.UTC)),
+                        "since": utc_text(since) if since else None,
+                        "until": utc_text(until) if until else None,
+                    }
+                    count = write_json(traces, sys.stdout, header)
+            Auditor(engine).record(
+                AuditEvent(
+                    str(uuid.uuid4()),
+                    "urn:dmp-xds:cli:trail",
+                    "success",
+                    patient_id=canonical,
+                    objects=[f"events:{count}"],
+                    detail=f"exported by {getpass.getuser()} as {args.format}",
+                )
+            )
+        finally:
+            engine.dispose()
+    return 0
+
+
+def _moment(value: str | None, option: str) -> dt.datetime | None:
+    """``YYYY-MM-DD`` or an ISO 8601 date-time (UTC unless it says otherwise)."""
+    if value is None:
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"{option} must be a date (YYYY-MM-DD) or an ISO date-time") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -171,8 +311,24 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.set_defaults(func=cmd_migrate)
     patient = sub.add_parser("patient", help="manage known patient ids")
     patient_sub = patient.add_subparsers(dest="patient_command", required=True)
-    create = patient_sub.add_parser("create", help="register a patient id (CX: id^^^&OID&ISO)")
+    create = patient_sub.add_parser(
+        "create", help="open a patient's DMP record (CX: id^^^&OID&ISO), with consent"
+    )
     create.add_argument("patient_id")
+    create.add_argument("--family", help="family (usage) name")
+    create.add_argument("--given", help="given name")
+    create.add_argument("--gender", choices=("M", "F", "U"))
+    create.add_argument("--birth-date", help="YYYYMMDD")
+    create.add_argument(
+        "--authorise",
+        action="append",
+        default=[],
+        metavar="IDNAT",
+        help="authorise this professional (VIHF NameID, e.g. 8 + RPPS); repeatable",
+    )
+    create.add_argument(
+        "--medecin-traitant", metavar="IDNAT", help="designate this physician médecin traitant"
+    )
     create.set_defaults(func=cmd_patient)
     gc = sub.add_parser(
         "gc",
@@ -194,6 +350,17 @@ def build_parser() -> argparse.ArgumentParser:
         "(exit status 1 if any registered document is missing or corrupt)",
     )
     verify.set_defaults(func=cmd_verify)
+    purge = sub.add_parser(
+        "purge",
+        help="erase a document whose every version is Deleted, metadata and bytes, on a "
+        "hosting physician's decision (DMP_XDS_PURGE_AUTHORISED)",
+    )
+    purge.add_argument("--patient", required=True, help="the patient's id (CX: id^^^&OID&ISO)")
+    purge.add_argument("--document", required=True, help="the document's uniqueId")
+    purge.add_argument("--by", required=True, help="the hosting physician's national id")
+    purge.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    purge.set_defaults(func=cmd_purge)
+    client_commands.add_parsers(sub)
     synthetic = sub.add_parser(
         "load-synthetic",
         help="add made-up patients and documents to the registry (scale tests; no bytes)",
@@ -207,7 +374,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="patients with exactly 50 documents (default: one in 50)",
     )
     synthetic.add_argument("--seed", type=int, default=None)
+    synthetic.add_argument(
+        "--authorise",
+        action="append",
+        default=[],
+        metavar="IDNAT",
+        help="authorise this professional on every loaded record (repeatable)",
+    )
     synthetic.set_defaults(func=cmd_load_synthetic)
+    trail = sub.add_parser(
+        "trail",
+        help="print a patient's audit trail (who did what on the record, when), oldest first",
+    )
+    trail.add_argument("--patient", required=True, help="the patient's id (CX: id^^^&OID&ISO)")
+    trail.add_argument("--since", help="from this date or date-time (inclusive, UTC by default)")
+    trail.add_argument("--until", help="up to this date or date-time (exclusive)")
+    trail.add_argument("--format", choices=("json", "csv"), default="json")
+    trail.set_defaults(func=cmd_trail)
     return parser
 
 

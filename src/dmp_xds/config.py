@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 
 def _env(name: str, default: str) -> str:
@@ -31,6 +32,61 @@ def _path(name: str) -> Path | None:
 def _list(name: str) -> tuple[str, ...]:
     """A comma-separated list (blank items dropped)."""
     return tuple(s.strip() for s in os.environ.get(name, "").split(",") if s.strip())
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    """Who the ``dmp-xds`` client commands (submit, query, retrieve, import) act as, and where.
+
+    The VIHF each call carries is signed with ``vihf_key`` / ``vihf_cert`` (the institution's
+    signing certificate in indirect mode) and names this professional and structure; README
+    "Client commands" lists the variables. Reinforced indirect mode by default: plain indirect
+    mode acts as the institution, which the DMP does not let read a record.
+    """
+
+    url: str | None = None
+    vihf_key: Path | None = None
+    vihf_cert: Path | None = None
+    professional_id: str | None = None
+    professional_name: str | None = None
+    profession: str | None = None
+    specialty: str | None = None
+    structure_id: str | None = None
+    homologation: str | None = None
+    authentication_mode: str = "INDIRECTE_RENFORCEE"
+    ca_file: Path | None = None
+
+    @classmethod
+    def from_env(cls) -> ClientSettings:
+        return cls(
+            url=os.environ.get("DMP_XDS_URL") or None,
+            vihf_key=_path("DMP_XDS_VIHF_KEY"),
+            vihf_cert=_path("DMP_XDS_VIHF_CERT"),
+            professional_id=os.environ.get("DMP_XDS_VIHF_PROFESSIONAL") or None,
+            professional_name=os.environ.get("DMP_XDS_VIHF_NAME") or None,
+            profession=os.environ.get("DMP_XDS_VIHF_PROFESSION") or None,
+            specialty=os.environ.get("DMP_XDS_VIHF_SPECIALTY") or None,
+            structure_id=os.environ.get("DMP_XDS_VIHF_STRUCTURE") or None,
+            homologation=os.environ.get("DMP_XDS_VIHF_HOMOLOGATION") or None,
+            authentication_mode=_env("DMP_XDS_VIHF_AUTHENTICATION_MODE", cls.authentication_mode),
+            ca_file=_path("DMP_XDS_CA_FILE"),
+        )
+
+
+def _collector_url(name: str) -> str | None:
+    """``tls://host:port`` or ``tcp://host:port`` (checked here: a typo must stop the start,
+    not silently disable the audit export)."""
+    value = os.environ.get(name)
+    if not value:
+        return None
+    parts = urlsplit(value)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if parts.scheme not in ("tls", "tcp") or not parts.hostname or port is None:
+        raise ValueError(f"{name} must be tls://host:port or tcp://host:port, got {value!r}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -63,6 +119,10 @@ class Settings:
     # ITI-62 purges: national identifiers (VIHF NameID) of the host's physicians allowed to
     # remove metadata; empty (the default) refuses every ITI-62 (policy/purge.py says why).
     purge_authorised: tuple[str, ...] = field(default_factory=tuple)
+    # The DMP's rules as data (policy/): the functional rights matrix (PDT-INF-526) and the
+    # profession x document type habilitations; None: the files shipped with the code.
+    rights_matrix: Path | None = None
+    habilitations: Path | None = None
     # VIHF security (see src/dmp_xds/security/ and README "Security").
     crl_path: Path | None = None
     signature_algorithms: tuple[str, ...] = ("rsa-sha256", "rsa-sha1")
@@ -77,6 +137,16 @@ class Settings:
         "ECDHE-RSA-CHACHA20-POLY1305:ECDHE-RSA-AES128-GCM-SHA256:"
         "ECDHE-RSA-AES256-SHA384:ECDHE-RSA-AES256-GCM-SHA384"
     )
+    # ATNA export (audit/export.py): unset URL = no export; the database trail is kept anyway.
+    atna_url: str | None = None  # tls://host:port or tcp://host:port
+    atna_ca: Path | None = None  # CAs to verify the collector (unset: the system's)
+    atna_cert: Path | None = None  # our client certificate for mutual TLS (PEM)
+    atna_key: Path | None = None
+    atna_source_id: str | None = None  # AuditSourceID; unset: the host name
+    atna_queue_size: int = 10_000  # per worker; beyond, events are dropped (and counted)
+    atna_timeout_s: int = 5  # connect and send timeout of the sender thread
+    # The client commands (dmp-xds submit/query/retrieve/import).
+    client: ClientSettings = field(default_factory=ClientSettings)
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -110,6 +180,8 @@ class Settings:
             ),
             clock_skew_s=_int("DMP_XDS_CLOCK_SKEW_S", cls.clock_skew_s),
             purge_authorised=_list("DMP_XDS_PURGE_AUTHORISED"),
+            rights_matrix=_path("DMP_XDS_RIGHTS_MATRIX"),
+            habilitations=_path("DMP_XDS_HABILITATIONS"),
             crl_path=_path("DMP_XDS_CRL_DIR"),
             signature_algorithms=_list("DMP_XDS_SIGNATURE_ALGORITHMS") or cls.signature_algorithms,
             assertion_max_age_s=_int("DMP_XDS_ASSERTION_MAX_AGE_S", cls.assertion_max_age_s),
@@ -119,6 +191,14 @@ class Settings:
             tls_key=_path("DMP_XDS_TLS_KEY"),
             tls_client_ca=_path("DMP_XDS_TLS_CLIENT_CA"),
             tls_ciphers=_env("DMP_XDS_TLS_CIPHERS", cls.tls_ciphers),
+            atna_url=_collector_url("DMP_XDS_ATNA_URL"),
+            atna_ca=_path("DMP_XDS_ATNA_CA"),
+            atna_cert=_path("DMP_XDS_ATNA_CERT"),
+            atna_key=_path("DMP_XDS_ATNA_KEY"),
+            atna_source_id=os.environ.get("DMP_XDS_ATNA_SOURCE_ID") or None,
+            atna_queue_size=_int("DMP_XDS_ATNA_QUEUE_SIZE", cls.atna_queue_size),
+            atna_timeout_s=_int("DMP_XDS_ATNA_TIMEOUT_S", cls.atna_timeout_s),
+            client=ClientSettings.from_env(),
         )
 
     @property
@@ -127,6 +207,14 @@ class Settings:
         if self.store_url:
             return self.store_url
         return (self.data_dir / "documents").resolve().as_uri()
+
+    @property
+    def server_url(self) -> str:
+        """Where the client commands send their calls: ``DMP_XDS_URL``, or this server's own
+        listening address."""
+        if self.client.url:
+            return self.client.url
+        return f"{'https' if self.tls_cert else 'http'}://{self.listen}"
 
     @property
     def embedded_pg_dir(self) -> Path:

@@ -22,6 +22,7 @@ from dmp_xds.soap.envelope import (
     fault_response,
     read_soap_request,
     soap_response,
+    splice_point,
 )
 from dmp_xds.soap.mtom import OutPart, file_chunks, mtom_body, read_multipart, xop_include
 
@@ -369,3 +370,35 @@ def test_inline_document_round_trip_through_base64(tmp_path: Path) -> None:
     assert part is not None and part.read_bytes() == data and part.size == len(data)
     request.cleanup()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_spliced_fragments_replace_the_splice_point() -> None:
+    """Stored registry objects go into the answer as text; each declares its namespaces, so
+    the result parses to the same tree as if they had been appended as elements."""
+    payload = etree.Element("{urn:test}List", nsmap={"t": "urn:test"})
+    payload.append(splice_point())
+    fragments = [
+        '<rim:A xmlns:rim="urn:rim" status="x">é</rim:A>',
+        '<B xmlns="urn:other"><C/></B>',
+    ]
+    response = soap_response(
+        SoapVersion.SOAP12, payload, action="urn:a", relates_to=None, spliced=fragments
+    )
+    body = b"".join(response.body)
+    assert int(dict(response.headers)["Content-Length"]) == len(body)
+    root = etree.fromstring(body)
+    [answer] = root.iter("{urn:test}List")
+    assert [c.tag for c in answer] == ["{urn:rim}A", "{urn:other}B"]
+    assert answer[0].text == "é" and answer[0].get("status") == "x"
+    assert not list(root.iter(etree.Comment))
+
+
+def test_splicing_needs_a_splice_point() -> None:
+    with pytest.raises(ValueError, match="splice point"):
+        soap_response(
+            SoapVersion.SOAP12,
+            etree.Element("{urn:test}List"),
+            action="urn:a",
+            relates_to=None,
+            spliced=["<x/>"],
+        )

@@ -331,6 +331,15 @@ def _envelope(
     return envelope, header, body
 
 
+_SPLICE = "dmp-xds splice point"
+_SPLICE_BYTES = f"<!--{_SPLICE}-->".encode()
+
+
+def splice_point() -> etree._Comment:
+    """Where :func:`soap_response` inserts ``spliced`` fragments (a comment node)."""
+    return etree.Comment(_SPLICE)
+
+
 def soap_response(
     version: SoapVersion,
     payload: etree._Element,
@@ -339,15 +348,23 @@ def soap_response(
     relates_to: str | None,
     attachments: Sequence[OutPart] = (),
     force_mtom: bool = False,
+    spliced: Sequence[str] = (),
 ) -> WsgiResponse:
     """A 200 answer carrying ``payload``; MTOM when there are attachments or ``force_mtom``.
 
-    ``payload`` is moved into the envelope (not copied). Attachments are streamed lazily, so the
-    body must be iterated (and closed) by the WSGI server for files to be opened and released.
+    ``payload`` is moved into the envelope (not copied). ``spliced`` XML fragments (each a
+    complete element declaring its namespaces) replace the payload's :func:`splice_point`.
+    Attachments are streamed lazily, so the body must be iterated (and closed) by the WSGI
+    server for files to be opened and released.
     """
     envelope, _header, body = _envelope(version, action, relates_to)
     body.append(payload)
     xml = serialize(envelope)
+    if spliced:
+        before, mark, after = xml.partition(_SPLICE_BYTES)
+        if not mark:
+            raise ValueError("spliced fragments but no splice point in the payload")
+        xml = before + "".join(spliced).encode("utf-8") + after
     if not attachments and not force_mtom:
         headers = [
             ("Content-Type", version.content_type(action)),
