@@ -16,13 +16,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from lxml import etree
+from sqlalchemy import Connection
 
 from .audit.export import exporter_from_settings
 from .audit.service import BY_PAYLOAD as TRACES_BY_PAYLOAD
 from .audit.service import PATH as TRACES_PATH
 from .audit.service import WSDL as TRACES_WSDL
 from .audit.service import TraceService
-from .audit.trail import AuditEvent, Auditor
+from .audit.trail import AuditEvent, Auditor, record
 from .call import Call, Reply
 from .config import Settings
 from .errors import FaultCode, SoapFault
@@ -100,15 +101,13 @@ class Application:
             str(settings.rights_matrix) if settings.rights_matrix else None,
             str(settings.habilitations) if settings.habilitations else None,
         )
-        patients = PatientService(self.engine, matrix=rules.matrix)
+        patients = PatientService(matrix=rules.matrix)
         registry = RegistryService(
-            self.engine,
             max_query_results=settings.max_query_results,
             rules=rules,
             purge_authorised=settings.purge_authorised,
         )
         repository = RepositoryService(
-            self.engine,
             self.store,
             repository_unique_id=settings.repository_unique_id,
             rules=rules,
@@ -152,7 +151,7 @@ class Application:
                 Endpoint(
                     TRACES_PATH,
                     TRACES_WSDL,
-                    TraceService(self.engine, rules).handlers(),
+                    TraceService(rules).handlers(),
                     TRACES_BY_PAYLOAD,
                 ),
             )
@@ -214,25 +213,29 @@ class Application:
             request = read_soap_request(environ, self.store.spool_dir, self.limits)
             action = self._action(request, environ, endpoint)
             facts["action"] = action
-            # Transport errors (above) come first: malformed XML never reaches xmlsec.
-            principal = self._authenticate(request, environ)
-            facts.update(principal.log_facts())
-            call = Call(
-                request,
-                request_id,
-                principal=principal,
-                action=action,
-                remote_addr=environ.get("REMOTE_ADDR"),
-            )
-            reply = endpoint.handlers[action](call)
-            facts.update(call.log)
-            facts["status"] = (
-                reply.status or reply.payload.get("status") or _nested_status(reply.payload)
-            )
-            if not call.audited:
-                # Before the answer leaves: no unaudited read (a failure here is a fault).
-                self.auditor.record(
-                    AuditEvent(
+            # Transport errors (above) come first: malformed XML never reaches xmlsec, and
+            # takes no database connection. From here on the request uses one connection
+            # (call.py says how reads and writes share it).
+            with self.engine.connect() as db:
+                principal = self._authenticate(request, environ, db)
+                facts.update(principal.log_facts())
+                call = Call(
+                    request,
+                    request_id,
+                    principal=principal,
+                    action=action,
+                    remote_addr=environ.get("REMOTE_ADDR"),
+                    db=db,
+                )
+                reply = endpoint.handlers[action](call)
+                facts.update(call.log)
+                facts["status"] = (
+                    reply.status or reply.payload.get("status") or _nested_status(reply.payload)
+                )
+                if not call.audited:
+                    # Before the answer leaves: no unaudited read (a failure here is a
+                    # fault). The event commits with the read's transaction.
+                    event = AuditEvent(
                         request_id,
                         action,
                         _OUTCOMES.get(facts["status"] or "", "failure"),
@@ -240,11 +243,12 @@ class Application:
                         error_codes=reply.error_codes or _error_codes(reply.payload),
                         objects=call.audit_objects,
                         remote_addr=call.remote_addr,
-                    ),
-                    request.payload,
-                )
-            elif call.audit_event is not None:
-                self.auditor.export(call.audit_event, request.payload)  # committed by now
+                    )
+                    record(db, event)
+                    db.commit()
+                    self.auditor.export(event, request.payload)
+                elif call.audit_event is not None:
+                    self.auditor.export(call.audit_event, request.payload)  # committed
             response = soap_response(
                 request.version,
                 reply.payload,
@@ -351,9 +355,11 @@ class Application:
             )
         return action
 
-    def _authenticate(self, request: SoapRequest, environ: dict[str, Any]) -> Principal:
+    def _authenticate(
+        self, request: SoapRequest, environ: dict[str, Any], db: Connection
+    ) -> Principal:
         """The VIHF check, once per request, before any handler (raises SecurityFault)."""
-        return self.authenticator.authenticate(request, environ)
+        return self.authenticator.authenticate(request, environ, db)
 
 
 # What the security log says of an emergency access (the patient by hash only, no motive text:

@@ -6,6 +6,8 @@ never look at WS-Security headers themselves.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +35,26 @@ class Call:
     audit_objects: list[str] = field(default_factory=list)
     audited: bool = False  # the handler recorded the event in its own transaction
     audit_event: AuditEvent | None = None  # that event (exported once the handler returns)
+    # The request's one database connection (app.py checks it out after authentication's
+    # transport checks and returns it before the answer is sent).
+    db: Connection | None = None
+
+    def reading(self) -> AbstractContextManager[Connection]:
+        """The connection for a read (``with call.reading() as conn``; the block does not
+        close it): what the handler reads and the read's audit event, which the application
+        records next, share one transaction and one commit."""
+        return nullcontext(self._db())
+
+    def _db(self) -> Connection:
+        if self.db is None:
+            raise RuntimeError("this call has no database connection")
+        return self.db
+
+    def writing(self) -> AbstractContextManager[Connection]:
+        """A transaction for a write, committed when the block ends (with the event that
+        :meth:`audit_success` records in it), rolled back if it raises. Reads made before
+        it on :meth:`reading` belong to the same transaction."""
+        return _transaction(self._db())
 
     def audit_success(self, conn: Connection, objects: list[str]) -> None:
         """Record a successful write in the write's own transaction (DESIGN: the trail of a
@@ -74,3 +96,15 @@ class Reply:
     # Stored XML fragments the envelope splices in at the payload's splice point (LeafClass
     # answers: registry objects are kept as text, parsing them only to re-serialise is waste).
     spliced: list[str] = field(default_factory=list)
+
+
+@contextmanager
+def _transaction(db: Connection) -> Iterator[Connection]:
+    if not db.in_transaction():
+        db.begin()
+    try:
+        yield db
+    except BaseException:
+        db.rollback()
+        raise
+    db.commit()

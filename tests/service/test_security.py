@@ -345,10 +345,10 @@ def test_one_verification_per_request(database_url, test_pki, tmp_path: Path) ->
     verify = app.authenticator.authenticate
     handled = []
 
-    def counting(request, environ):
+    def counting(request, environ, db):
         calls.append(1)
         assert not handled  # before any handler
-        return verify(request, environ)
+        return verify(request, environ, db)
 
     app.authenticator.authenticate = counting  # type: ignore[method-assign]
     handler = app.endpoints["/xds/registry"].handlers[v.ACTION_STORED_QUERY]

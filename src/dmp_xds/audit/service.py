@@ -15,7 +15,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from lxml import etree
-from sqlalchemy import Engine
 
 from ..call import Call, Reply
 from ..metadata import vocabulary as v
@@ -48,8 +47,7 @@ class TraceRefusal(Exception):
 class TraceService:
     """Handler of ``/dmp/Traces`` (bound by ``app.py``)."""
 
-    def __init__(self, engine: Engine, rules: Rules) -> None:
-        self.engine = engine
+    def __init__(self, rules: Rules) -> None:
         self.rules = rules
 
     def handlers(self) -> dict[str, Callable[[Call], Reply]]:
@@ -68,7 +66,7 @@ class TraceService:
                 raise TraceRefusal(
                     dv.PATIENT_MISMATCH, "the patient of the message is not the patient of the VIHF"
                 )
-            with self.engine.connect() as conn:
+            with call.reading() as conn:
                 gate = RecordGate.load(conn, principal, self.rules)
                 decision, scope = read_traces(gate.actor, gate.record)
                 if not decision:

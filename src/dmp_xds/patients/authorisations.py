@@ -16,12 +16,14 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, and_, or_, select
+from sqlalchemy import Connection, Select, and_, bindparam, or_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
+from ..metadata.datatypes import parse_patient_id
+from ..registry import tables as registry_tables
 from . import vocabulary as dv
-from .records import RecordError, get_record
-from .tables import dmp_authorisation
+from .records import RecordError
+from .tables import dmp_authorisation, dmp_record
 
 AUTHORISED = "authorised"
 BLOCKED = "blocked"
@@ -264,30 +266,58 @@ class AccessFacts:
     opposition_acces_urgence: bool = False
 
 
+def _facts_statement() -> Select:
+    """Record and the caller's authorisations in one round trip (built once: every XDS call
+    asks it)."""
+    r, a, p = dmp_record.c, dmp_authorisation.c, registry_tables.patient.c
+    callers = or_(
+        and_(a.actor_type == PROFESSIONAL, a.actor_id == bindparam("professional")),
+        and_(a.actor_type == STRUCTURE, a.actor_id == bindparam("structure")),
+    )
+    return (
+        select(
+            r.patient_key,
+            r.status,
+            r.opposition_bris_de_glace,
+            r.opposition_acces_urgence,
+            a.actor_type,
+            a.status.label("authorisation"),
+            a.medecin_traitant,
+        )
+        .select_from(
+            registry_tables.patient.join(dmp_record, r.patient_key == p.patient_key).outerjoin(
+                dmp_authorisation, and_(a.patient_key == r.patient_key, callers)
+            )
+        )
+        .where(p.patient_id == bindparam("patient"))
+    )
+
+
+_FACTS = _facts_statement()
+
+
 def access_facts(
     conn: Connection, patient_id: str, professional_id: str, structure_id: str | None = None
 ) -> AccessFacts:
     """The facts of ``patient_id``'s record for a caller (VIHF NameID and structure)."""
-    record = get_record(conn, patient_id)
-    if record is None:
+    rows = conn.execute(
+        _FACTS,
+        {
+            "patient": parse_patient_id(patient_id).canonical,
+            "professional": professional_id,
+            "structure": structure_id or None,
+        },
+    ).all()
+    if not rows:
         return AccessFacts(None)
-    t = dmp_authorisation.c
-    callers = [and_(t.actor_type == PROFESSIONAL, t.actor_id == professional_id)]
-    if structure_id:
-        callers.append(and_(t.actor_type == STRUCTURE, t.actor_id == structure_id))
-    rows = [
-        _authorisation(r)
-        for r in conn.execute(
-            select(dmp_authorisation).where(t.patient_key == record.patient_key, or_(*callers))
-        )
-    ]
-    own = next((a for a in rows if a.actor.actor_type == PROFESSIONAL), None)
+    record = rows[0]
+    own = next((row for row in rows if row.actor_type == PROFESSIONAL), None)
     return AccessFacts(
         record_status=record.status,
         patient_key=record.patient_key,
-        authorised=own is not None and own.status == AUTHORISED,
-        blocked=any(a.status == BLOCKED for a in rows),
-        medecin_traitant=own is not None and own.medecin_traitant,
-        opposition_bris_de_glace=bool(record.oppositions.bris_de_glace),
-        opposition_acces_urgence=bool(record.oppositions.acces_urgence),
+        authorised=own is not None and own.authorisation == AUTHORISED,
+        blocked=any(row.authorisation == BLOCKED for row in rows),
+        medecin_traitant=own is not None and bool(own.medecin_traitant),
+        opposition_bris_de_glace=bool(record.opposition_bris_de_glace),
+        opposition_acces_urgence=bool(record.opposition_acces_urgence),
     )

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from lxml import etree
@@ -89,6 +89,7 @@ class RecordGate:
     record: Record
     rules: Rules
     patient_key: int | None  # of the VIHF's patient, when it has a record
+    _shapes: dict[tuple[Any, ...], bool] = field(default_factory=dict, repr=False)
 
     @classmethod
     def load(cls, conn: Connection, principal: Principal, rules: Rules) -> RecordGate:
@@ -137,8 +138,19 @@ class RecordGate:
         )
 
     def shows(self, row: Any, search: Search = Search.METADATA) -> bool:
-        """Whether a document (row) appears in this caller's answers."""
-        return bool(
+        """Whether a document (row) appears in this caller's answers.
+
+        A patient's documents share few shapes (status, codes, authored by the caller or not,
+        type), so decisions are remembered per shape for the length of the call; only the
+        institution's and CPE's reference searches, which read each document's structures,
+        are decided one by one."""
+        key = None
+        if search is Search.METADATA:
+            own = any(p.split("^", 1)[0] == self.actor.person_id for p in row.author_persons)
+            key = (row.status, tuple(row.confidentiality_codes), row.type_code, own)
+            if key in self._shapes:
+                return self._shapes[key]
+        shown = bool(
             access.find_document(
                 self.actor,
                 self.record,
@@ -148,6 +160,9 @@ class RecordGate:
                 self.rules.habilitations,
             )
         )
+        if key is not None:
+            self._shapes[key] = shown
+        return shown
 
     def change(self, row: Any, operation: str) -> Decision:
         return access.change_document(

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from lxml import etree
-from sqlalchemy import Connection, Engine, func, select
+from sqlalchemy import Connection, func, select
 
 from ..audit.trail import audit_event
 from ..call import Call, Reply
@@ -163,12 +163,10 @@ class PatientService:
 
     def __init__(
         self,
-        engine: Engine,
         *,
         max_search_results: int = 100,
         matrix: RightsMatrix | None = None,
     ) -> None:
-        self.engine = engine
         self.max_search_results = max_search_results
         self.matrix = matrix  # the operator's rights matrix (None: the shipped one)
 
@@ -186,7 +184,7 @@ class PatientService:
                 )
             asked = h.query_patient_id(call.payload)
             _matching([asked], _vihf_patient(call))
-            with self.engine.connect() as conn:
+            with call.reading() as conn:
                 record = get_record(conn, _canonical(asked))
                 facts = _facts(conn, call, _canonical(asked)) if record is not None else None
             # TD0.2 answers a blocked professional too: telling them is what it is for.
@@ -286,7 +284,7 @@ class PatientService:
                     self.matrix,
                 ),
             )
-            with self.engine.begin() as conn:
+            with call.writing() as conn:
                 record = create_record(
                     conn,
                     _canonical(own),
@@ -333,7 +331,7 @@ class PatientService:
             request = h.read_patient_request(call.payload)
             patient_id = _canonical(_matching(request.ids, _vihf_patient(call)))
             by = call.principal.name_id if call.principal else None
-            with self.engine.begin() as conn:
+            with call.writing() as conn:
                 facts = _facts(conn, call, patient_id)
                 current = get_record(conn, patient_id)
                 _enforce(
@@ -405,7 +403,7 @@ class PatientService:
             target = _target(call.payload) if blocking else None
             patient = _vihf_patient(call).canonical
             me = actor_of(principal)
-            with self.engine.begin() as conn:
+            with call.writing() as conn:
                 facts = _facts(conn, call, patient)
                 _enforce(
                     call,
@@ -465,7 +463,7 @@ class PatientService:
             if mode not in (auth.MODE_ALL, auth.MODE_ACTIVE, auth.MODE_FORBIDDEN):
                 raise RecordError(dv.DMP_INVALID_REQUEST, "mode must be TOUTE, ACTIVE, INTERDITE")
             patient = _vihf_patient(call).canonical
-            with self.engine.connect() as conn:
+            with call.reading() as conn:
                 facts = _facts(conn, call, patient)
                 _enforce(
                     call,
@@ -527,7 +525,7 @@ class PatientService:
             assert principal is not None  # _caller refuses a call without one
             other = owner if owner and owner != principal.name_id else None
             listed = other or principal.name_id
-            with self.engine.connect() as conn:
+            with call.reading() as conn:
                 _enforce(
                     call,
                     policy.list_patients(
@@ -583,7 +581,7 @@ class PatientService:
                     dv.MISSING_ELEMENT, "a family name, a birth date or a patient id is required"
                 )
             _enforce(call, policy.find_patients(_caller(call), self.matrix))
-            with self.engine.connect() as conn:
+            with call.reading() as conn:
                 if asked_id is not None and asked_id.extension:
                     one = get_record(conn, _canonical(asked_id))
                     found = [one] if one is not None else []

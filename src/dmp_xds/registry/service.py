@@ -7,7 +7,7 @@ import re
 from collections.abc import Collection
 
 from lxml import etree
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import Connection, select
 
 from ..call import Call, Reply
 from ..errors import ErrorCode, XdsError, XdsFailure
@@ -68,13 +68,11 @@ def leaf_class(found: Found) -> str:
 class RegistryService:
     def __init__(
         self,
-        engine: Engine,
         *,
         max_query_results: int,
         rules: Rules,
         purge_authorised: Collection[str] = (),
     ) -> None:
-        self.engine = engine
         self.max_query_results = max_query_results
         self.rules = rules  # the DMP's rights and habilitations (patients/gate.py)
         # ITI-62: who may purge (DMP_XDS_PURGE_AUTHORISED; empty: nobody, policy/purge.py).
@@ -88,7 +86,7 @@ class RegistryService:
             # Only the VIHF's patient (policy/patient.py: XDSPatientIdDoesNotMatch otherwise).
             errors += patient_policy.submission_patient_errors(call.authorised_patient, sub)
             errors += validate_submission(sub, registry_side=True)
-            with self.engine.begin() as conn:
+            with call.writing() as conn:
                 admit_feed(conn, call, self.rules)
                 register(conn, sub, prior_errors=errors)
                 call.audit_success(conn, [o.id for o in sub.objects()])
@@ -104,7 +102,7 @@ class RegistryService:
             sub, errors = parse_submission(call.payload)
             errors += patient_policy.submission_patient_errors(call.authorised_patient, sub)
             errors += validate_submission(sub, registry_side=True, update=True)
-            with self.engine.begin() as conn:
+            with call.writing() as conn:
                 plan = plan_update(conn, sub, errors)
                 gate = RecordGate.load(conn, call.principal, self.rules)  # type: ignore[arg-type]
                 denied = change_errors(gate, plan)
@@ -141,7 +139,7 @@ class RegistryService:
             ids, errors = read_remove_request(call.payload)
             if errors:
                 raise XdsFailure(errors)
-            with self.engine.begin() as conn:
+            with call.writing() as conn:
                 removed = remove_objects(conn, call.authorised_patient, ids)
                 call.audit_success(conn, removed.entry_uuids + removed.document_unique_ids)
             call.log["removed"] = removed.counts
@@ -172,7 +170,7 @@ class RegistryService:
             problems = _parameter_errors(req)  # the request's own errors come first
             if problems:
                 raise XdsFailure(problems)
-            with self.engine.connect() as conn:
+            with call.reading() as conn:
                 gate = RecordGate.load(conn, call.principal, self.rules)  # type: ignore[arg-type]
                 search = _search_allowed(gate, req, call)
                 found = run_stored_query(conn, req, self.max_query_results)

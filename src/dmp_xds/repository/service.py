@@ -12,7 +12,7 @@ import logging
 from collections.abc import Callable, Iterator
 
 from lxml import etree
-from sqlalchemy import Connection, Engine, Row, select
+from sqlalchemy import Connection, Row, select
 
 from ..call import Call, Reply
 from ..cda.consistency import check_documents as check_cda
@@ -118,13 +118,11 @@ def _check_content(doc: DocumentEntry, part: SpooledPart, repository_uid: str) -
 class RepositoryService:
     def __init__(
         self,
-        engine: Engine,
         store: DocumentStore,
         *,
         repository_unique_id: str,
         rules: Rules,
     ) -> None:
-        self.engine = engine
         self.store = store
         self.repository_unique_id = repository_unique_id
         self.rules = rules  # the DMP's rights and habilitations (patients/gate.py)
@@ -159,7 +157,7 @@ class RepositoryService:
             errors += patient_policy.submission_patient_errors(call.authorised_patient, sub)
             errors += validate_submission(sub, registry_side=False)
             call.log["documents"] = len(sub.documents)
-            with self.engine.begin() as conn:
+            with call.writing() as conn:
                 admit_feed(conn, call, self.rules)
                 checked = check(conn, sub, errors)
                 keys = {}
@@ -190,7 +188,7 @@ class RepositoryService:
             errors.append(
                 XdsError(ErrorCode.REPOSITORY_ERROR, "no DocumentRequest", "DocumentRequest")
             )
-        with self.engine.connect() as conn:
+        with call.reading() as conn:
             gate = self._reader(conn, call, response)
             if gate is None:
                 return Reply(response, force_mtom=True)

@@ -35,7 +35,7 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from ..config import Settings
 from ..namespaces import WSU
@@ -133,7 +133,9 @@ class Authenticator:
         return found
 
     # --- the check ---------------------------------------------------------------------------
-    def authenticate(self, request: SoapRequest, environ: dict[str, Any]) -> Principal:
+    def authenticate(
+        self, request: SoapRequest, environ: dict[str, Any], db: Connection | None = None
+    ) -> Principal:
         if self.trust is None:
             raise failed(
                 "configuration",
@@ -178,7 +180,7 @@ class Authenticator:
                 "homologated software",
             )
         if self.replay is not None and not self.replay.first_use(
-            vihf.assertion_id, expires + self.policy.clock_skew, now
+            vihf.assertion_id, expires + self.policy.clock_skew, now, db
         ):
             raise failed("replay", f"assertion {vihf.assertion_id} has already been used")
         return principal

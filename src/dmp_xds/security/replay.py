@@ -10,11 +10,11 @@ expired), so it may be overwritten, and is purged now and then by whichever work
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import time
 
-from sqlalchemy import Column, DateTime, Engine, MetaData, Table, Text, delete, text
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import Column, Connection, DateTime, Engine, MetaData, Table, Text, delete, text
 
 _metadata = MetaData()
 vihf_replay = Table(
@@ -31,22 +31,36 @@ class ReplayCache:
         self.purge_every_s = purge_every_s
         self._last_purge = time.monotonic()
 
-    def first_use(self, assertion_id: str, expires_at: dt.datetime, now: dt.datetime) -> bool:
-        """Record ``assertion_id`` until ``expires_at``; False when it was seen before."""
-        statement = insert(vihf_replay).values(assertion_id=assertion_id, expires_at=expires_at)
-        statement = statement.on_conflict_do_update(
-            index_elements=[vihf_replay.c.assertion_id],
-            set_={"expires_at": statement.excluded.expires_at},
-            where=vihf_replay.c.expires_at <= now,
-        ).returning(vihf_replay.c.assertion_id)
-        with self.engine.begin() as conn:
-            # Asynchronous commit: the row is visible to every worker at once, and waiting for
-            # the WAL flush (a disk sync per request, measured 2-4 ms here) would only protect
-            # the last few hundred milliseconds of ids against a PostgreSQL crash. Registry
-            # writes keep synchronous commits.
-            conn.execute(text("SET LOCAL synchronous_commit = off"))
-            fresh = conn.execute(statement).first() is not None
-            if time.monotonic() - self._last_purge >= self.purge_every_s:
-                self._last_purge = time.monotonic()
-                conn.execute(delete(vihf_replay).where(vihf_replay.c.expires_at <= now))
-        return fresh
+    def first_use(
+        self,
+        assertion_id: str,
+        expires_at: dt.datetime,
+        now: dt.datetime,
+        conn: Connection | None = None,
+    ) -> bool:
+        """Record ``assertion_id`` until ``expires_at``; False when it was seen before. The
+        claim commits at once, in a transaction of its own on ``conn`` (the request's
+        connection) or on a connection of the engine's."""
+        with contextlib.ExitStack() as stack:
+            if conn is None:
+                conn = stack.enter_context(self.engine.connect())
+            with conn.begin():
+                claimed = conn.execute(
+                    _CLAIM, {"id": assertion_id, "expires": expires_at, "now": now}
+                ).first()
+                if time.monotonic() - self._last_purge >= self.purge_every_s:
+                    self._last_purge = time.monotonic()
+                    conn.execute(delete(vihf_replay).where(vihf_replay.c.expires_at <= now))
+        return claimed is not None
+
+
+# One round trip, compiled once. Asynchronous commit: the row is visible to every worker at
+# once, and waiting for the WAL flush (a disk sync per request, measured 2-4 ms here) would
+# only protect the last few hundred milliseconds of ids against a PostgreSQL crash. Registry
+# writes and the audit trail keep synchronous commits. An expired row may be taken over.
+_CLAIM = text(
+    "SET LOCAL synchronous_commit = off;"
+    " INSERT INTO vihf_replay (assertion_id, expires_at) VALUES (:id, :expires)"
+    " ON CONFLICT (assertion_id) DO UPDATE SET expires_at = excluded.expires_at"
+    " WHERE vihf_replay.expires_at <= :now RETURNING assertion_id"
+)
