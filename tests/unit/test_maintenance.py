@@ -128,7 +128,7 @@ def test_gc_keeps_bytes_a_submission_is_registering(engine: Engine, store: FileS
     """An old orphan that a submission in flight deduplicates against: ITI-41 holds its key."""
     key = orphan(store)
     with engine.begin() as submission:
-        hold_for_write(submission, key)
+        hold_for_write(submission, [key])
         report = collect_garbage(engine, store, grace_s=DAY)
         assert (report.busy, report.removed) == (1, [])
         assert store.exists(key)

@@ -135,12 +135,18 @@ def write(
         assoc.element.set("status", v.APPROVED)
     try:
         insert_submission_set(conn, key, ss)
-        for doc in sub.documents:
-            insert_document(conn, key, doc, (content_keys or {}).get(doc.id))
+        # One statement per table, whatever the batch size (an EAI pushes thousands).
+        if sub.documents:
+            conn.execute(
+                t.document_entry.insert(),
+                [document_row(key, d, (content_keys or {}).get(d.id)) for d in sub.documents],
+            )
         for fol in sub.folders:
             _insert_folder(conn, key, fol, submission_time)
-        for assoc in sub.associations:
-            insert_association(conn, key, assoc)
+        if sub.associations:
+            conn.execute(
+                t.association.insert(), [association_row(key, a) for a in sub.associations]
+            )
         insert_locators(conn, key, sub)
     except IntegrityError as exc:
         # A concurrent submission took a uniqueId or entryUUID between our check and insert.
@@ -353,38 +359,47 @@ def insert_document(
     status: str = v.APPROVED,
 ) -> None:
     """One DocumentEntry row (``version`` > 1 for ITI-57 updates, which keep the lid)."""
+    conn.execute(t.document_entry.insert(), document_row(key, doc, content_sha256, version, status))
+
+
+def document_row(
+    key: int,
+    doc: DocumentEntry,
+    content_sha256: str | None,
+    version: int = 1,
+    status: str = v.APPROVED,
+) -> dict[str, object]:
+    """The document_entry values of ``doc`` (and its stored fragment, numbered)."""
     lid = doc.lid or doc.id
     doc.element.set("lid", lid)
     set_version_info(doc.element, version)
-    conn.execute(
-        t.document_entry.insert().values(
-            patient_key=key,
-            entry_uuid=as_uuid(doc.id),
-            logical_id=as_uuid(lid),
-            version=version,
-            unique_id=doc.unique_id,
-            status=status,
-            object_type=doc.object_type,
-            mime_type=doc.mime_type,
-            class_code=doc.class_code.key if doc.class_code else None,
-            type_code=doc.type_code.key if doc.type_code else None,
-            format_code=doc.format_code.key if doc.format_code else None,
-            facility_code=doc.facility_code.key if doc.facility_code else None,
-            practice_code=doc.practice_code.key if doc.practice_code else None,
-            confidentiality_codes=_codes(doc.confidentiality_codes),
-            event_codes=_codes(doc.event_codes),
-            author_persons=[a.person for a in doc.authors if a.person],
-            creation_time=dtm_key(doc.creation_time) if doc.creation_time else None,
-            service_start_time=dtm_key(doc.service_start_time) if doc.service_start_time else None,
-            service_stop_time=dtm_key(doc.service_stop_time) if doc.service_stop_time else None,
-            hash_sha1=doc.hash.lower() if doc.hash else None,
-            size=int(doc.size) if doc.size else None,
-            repository_unique_id=doc.repository_unique_id,
-            content_sha256=content_sha256,
-            reference_ids=doc.reference_ids,
-            availability=doc.availability,
-            ebrim=fragment(doc.element),
-        )
+    return dict(
+        patient_key=key,
+        entry_uuid=as_uuid(doc.id),
+        logical_id=as_uuid(lid),
+        version=version,
+        unique_id=doc.unique_id,
+        status=status,
+        object_type=doc.object_type,
+        mime_type=doc.mime_type,
+        class_code=doc.class_code.key if doc.class_code else None,
+        type_code=doc.type_code.key if doc.type_code else None,
+        format_code=doc.format_code.key if doc.format_code else None,
+        facility_code=doc.facility_code.key if doc.facility_code else None,
+        practice_code=doc.practice_code.key if doc.practice_code else None,
+        confidentiality_codes=_codes(doc.confidentiality_codes),
+        event_codes=_codes(doc.event_codes),
+        author_persons=[a.person for a in doc.authors if a.person],
+        creation_time=dtm_key(doc.creation_time) if doc.creation_time else None,
+        service_start_time=dtm_key(doc.service_start_time) if doc.service_start_time else None,
+        service_stop_time=dtm_key(doc.service_stop_time) if doc.service_stop_time else None,
+        hash_sha1=doc.hash.lower() if doc.hash else None,
+        size=int(doc.size) if doc.size else None,
+        repository_unique_id=doc.repository_unique_id,
+        content_sha256=content_sha256,
+        reference_ids=doc.reference_ids,
+        availability=doc.availability,
+        ebrim=fragment(doc.element),
     )
 
 
@@ -408,17 +423,19 @@ def _insert_folder(conn: Connection, key: int, fol: Folder, submission_time: str
 
 
 def insert_association(conn: Connection, key: int, assoc: Association) -> None:
-    conn.execute(
-        t.association.insert().values(
-            patient_key=key,
-            entry_uuid=as_uuid(assoc.id),
-            association_type=assoc.type,
-            source_uuid=as_uuid(assoc.source),
-            target_uuid=as_uuid(assoc.target),
-            status=v.APPROVED,
-            ebrim=fragment(assoc.element),
-        )
-    )
+    conn.execute(t.association.insert(), association_row(key, assoc))
+
+
+def association_row(key: int, assoc: Association) -> dict[str, object]:
+    return {
+        "patient_key": key,
+        "entry_uuid": as_uuid(assoc.id),
+        "association_type": assoc.type,
+        "source_uuid": as_uuid(assoc.source),
+        "target_uuid": as_uuid(assoc.target),
+        "status": v.APPROVED,
+        "ebrim": fragment(assoc.element),
+    }
 
 
 def insert_locators(

@@ -22,7 +22,9 @@ share their first 32 bits only make one of them wait a little.
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, func, select
+from collections.abc import Collection
+
+from sqlalchemy import Connection, func, select, text
 
 from .store import validate_key
 
@@ -36,9 +38,18 @@ def _object_id(sha256: str) -> int:
     return value - (1 << 32) if value >= 1 << 31 else value
 
 
-def hold_for_write(conn: Connection, sha256: str) -> None:
-    """Before storing bytes that ``conn``'s transaction will reference: wait out a collector."""
-    conn.execute(select(func.pg_advisory_xact_lock_shared(LOCK_CLASS, _object_id(sha256))))
+def hold_for_write(conn: Connection, sha256s: Collection[str]) -> None:
+    """Before storing bytes that ``conn``'s transaction will reference: wait out a collector.
+    One round trip for a whole submission's documents (shared locks never wait on each
+    other, so their order does not matter)."""
+    keys = sorted({_object_id(k) for k in sha256s})
+    if keys:
+        conn.execute(_HOLD_SHARED, {"class": LOCK_CLASS, "keys": keys})
+
+
+_HOLD_SHARED = text(
+    "SELECT count(pg_advisory_xact_lock_shared(:class, k)) FROM unnest(CAST(:keys AS int[])) k"
+)
 
 
 def try_hold_for_removal(conn: Connection, sha256: str) -> bool:

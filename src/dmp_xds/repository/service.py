@@ -161,8 +161,9 @@ class RepositoryService:
                 admit_feed(conn, call, self.rules)
                 checked = check(conn, sub, errors)
                 keys = {}
+                # Keeps `dmp-xds gc` off these bytes until the entries referencing them commit.
+                hold_for_write(conn, [part.sha256 for part in contents.values()])
                 for entry_id, part in contents.items():
-                    hold_for_write(conn, part.sha256)  # keeps `dmp-xds gc` off these bytes
                     blob = self.store.put_file(part.path, part.sha256)
                     keys[entry_id] = blob.sha256
                 write(conn, checked, keys)
