@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from lxml import etree
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, and_, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
 
@@ -175,9 +175,13 @@ def check_unique_ids(conn: Connection, sub: Submission) -> list[XdsError]:
     if not wanted:
         return []
     loc = t.unique_id_locator
+    by_kind: dict[str, list[str]] = {}
+    for kind, unique_id in wanted:
+        by_kind.setdefault(kind, []).append(unique_id)
+    # By (kind, uniqueId), the locator's key: a uniqueId alone would scan the whole table.
     found = conn.execute(
         select(loc.c.kind, loc.c.unique_id, loc.c.patient_key).where(
-            loc.c.unique_id.in_([u for _, u in wanted])
+            or_(*(and_(loc.c.kind == k, loc.c.unique_id.in_(u)) for k, u in by_kind.items()))
         )
     ).all()
     errors: list[XdsError] = []
