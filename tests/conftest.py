@@ -30,7 +30,7 @@ from dmp_xds.metadata.xsd import payload_errors
 from dmp_xds.registry.database import EmbeddedPostgres, make_engine, migrate
 from dmp_xds.security.pki import TestPki, init_test_pki
 from tests.fixtures.metadata import new_patient_id
-from tests.fixtures.records import open_record
+from tests.fixtures.records import new_record
 
 REPOSITORY_UNIQUE_ID = "1.2.250.1.999.1.1.1"
 
@@ -174,10 +174,7 @@ def server(
 def patient_id(engine: Engine) -> str:
     """A fresh patient with an open DMP record on which the default test physician is
     authorised (tests/fixtures/records.py)."""
-    pid = new_patient_id()
-    with engine.begin() as conn:
-        open_record(conn, pid)
-    return pid
+    return new_record(engine)
 
 
 ClientFactory = Callable[..., XdsClient]

@@ -6,18 +6,12 @@ import os
 import subprocess
 import sys
 
+from tests.fixtures.cli import run_cli
 from tests.fixtures.metadata import Doc, new_patient_id, submit_objects_request
 
 
 def dmp_xds(*args: str, database_url: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "DMP_XDS_DATABASE_URL": database_url}
-    return subprocess.run(
-        [sys.executable, "-m", "dmp_xds.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_cli(*args, env={"DMP_XDS_DATABASE_URL": database_url})
 
 
 def test_patient_create_beside_a_serving_instance(client_for, database_url) -> None:

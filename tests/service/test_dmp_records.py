@@ -20,6 +20,7 @@ from dmp_xds.security.pki import TestPki
 from tests.conftest import Server
 from tests.fixtures import dmp_messages as m
 from tests.fixtures.metadata import new_patient_id
+from tests.fixtures.records import record_rows
 
 WSA = "http://www.w3.org/2005/08/addressing"
 
@@ -41,21 +42,6 @@ def _unique_name() -> str:
 def person() -> m.Person:
     """A patient who has no record yet, with a family name no other test uses."""
     return m.person_of(new_patient_id(), family=_unique_name())
-
-
-def _dmp_rows(engine: Engine, patient_id: str) -> tuple[object, ...]:
-    with engine.connect() as conn:
-        key = patient_key(conn, patient_id)
-        if key is None:
-            return ()
-        record = conn.execute(
-            text("SELECT * FROM dmp_record WHERE patient_key = :k"), {"k": key}
-        ).all()
-        grants = conn.execute(
-            text("SELECT * FROM dmp_authorisation WHERE patient_key = :k ORDER BY actor_id"),
-            {"k": key},
-        ).all()
-    return (key, tuple(map(tuple, record)), tuple(map(tuple, grants)))
 
 
 @pytest.fixture
@@ -139,14 +125,14 @@ def test_create_without_consent_is_refused(
     refused = m.one(reply.payload, "hl7:PRPA_IN201313UV02")
     assert _ack(refused) == "AE"
     assert _detail(refused) == "DMPConsentMissing"
-    assert _dmp_rows(engine, person.cx) == ()
+    assert record_rows(engine, person.cx) == ()
 
 
 def test_second_creation_is_dmp_found(dmp: m.DmpCaller, created: m.Person, engine: Engine) -> None:
-    before = _dmp_rows(engine, created.cx)
+    before = record_rows(engine, created.cx)
     reply = dmp.call(m.GDP_PATH, m.ADD, m.create(created), created.cx)
     assert _detail(m.one(reply.payload, "hl7:PRPA_IN201313UV02")) == "DMPFound"
-    assert _dmp_rows(engine, created.cx) == before
+    assert record_rows(engine, created.cx) == before
 
 
 def test_consultation_returns_the_administrative_data(dmp: m.DmpCaller, created: m.Person) -> None:
@@ -222,7 +208,7 @@ def test_close_then_reactivate(dmp: m.DmpCaller, created: m.Person, engine: Engi
     assert m.one(reply.payload, "//hl7:patient/hl7:statusCode/@code") == "terminated"
 
     # A closed record can be neither modified nor closed again, nor get authorisations.
-    before = _dmp_rows(engine, created.cx)
+    before = record_rows(engine, created.cx)
     for payload in (m.modify(created), m.close(created)):
         reply = dmp.call(m.GDP_PATH, m.REVISE, payload, created.cx)
         refused = m.one(reply.payload, "hl7:PRPA_IN201316UV02")
@@ -232,7 +218,7 @@ def test_close_then_reactivate(dmp: m.DmpCaller, created: m.Person, engine: Engi
     # Reactivation needs the patient's consent.
     reply = dmp.call(m.GDP_PATH, m.REVISE, m.reactivate(created, consent=False), created.cx)
     assert _detail(reply.payload) == "DMPConsentMissing"
-    assert _dmp_rows(engine, created.cx) == before
+    assert record_rows(engine, created.cx) == before
 
     reply = dmp.call(m.GDP_PATH, m.REVISE, m.reactivate(created), created.cx)
     accepted = m.one(reply.payload, "hl7:PRPA_IN201315UV02")
@@ -445,9 +431,9 @@ def test_pdq_without_criteria_is_refused(dmp: m.DmpCaller) -> None:
 # --- bad input ---------------------------------------------------------------------------------
 @pytest.fixture
 def store_unchanged(engine: Engine, created: m.Person) -> Iterator[None]:
-    before = _dmp_rows(engine, created.cx)
+    before = record_rows(engine, created.cx)
     yield
-    assert _dmp_rows(engine, created.cx) == before
+    assert record_rows(engine, created.cx) == before
 
 
 def test_message_without_id_is_refused(
@@ -472,7 +458,7 @@ def test_message_without_patient_ids_is_refused(
     assert _detail(m.one(reply.payload, "hl7:PRPA_IN201313UV02")) == "SYN105"
     reply = dmp.call(m.GDP_PATH, m.ADD, m.create(person, reason=None), person.cx)
     assert _detail(m.one(reply.payload, "hl7:PRPA_IN201313UV02")) == "SYN105"
-    assert _dmp_rows(engine, person.cx) == ()
+    assert record_rows(engine, person.cx) == ()
 
 
 def test_patient_other_than_the_vihf_is_refused(
@@ -489,7 +475,7 @@ def test_patient_other_than_the_vihf_is_refused(
         assert _detail(m.one(reply.payload, "hl7:PRPA_IN201316UV02")) == "XDSPatientIdDoesNotMatch"
     reply = dmp.call(m.GDP_PATH, m.ADD, m.create(person), other)
     assert _detail(m.one(reply.payload, "hl7:PRPA_IN201313UV02")) == "XDSPatientIdDoesNotMatch"
-    assert _dmp_rows(engine, person.cx) == ()
+    assert record_rows(engine, person.cx) == ()
 
 
 def test_unknown_action_is_a_fault(

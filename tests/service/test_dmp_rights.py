@@ -17,11 +17,11 @@ from lxml import etree
 from sqlalchemy import Engine, text
 
 from dmp_xds.client.transport import SoapClient, SoapReply
-from dmp_xds.registry.register import patient_key
 from dmp_xds.security.pki import TestPki
 from tests.conftest import Server
 from tests.fixtures import dmp_messages as m
 from tests.fixtures.metadata import new_patient_id
+from tests.fixtures.records import record_rows
 
 DENIED = "DMPAccessDeniedByRightsService"
 AIR = {"authentication_mode": "INDIRECTE_RENFORCEE"}  # acts as the named professional
@@ -53,22 +53,6 @@ def created(dmp: m.DmpCaller) -> m.Person:
     reply = dmp.call(m.GDP_PATH, m.ADD, m.create(person), person.cx)
     assert m.one(reply.payload, "//hl7:acknowledgement/@typeCode") == "AA"
     return person
-
-
-def _rows(engine: Engine, patient_id: str) -> tuple[Any, ...]:
-    """The record and authorisation rows of a patient (what a refusal must not change)."""
-    with engine.connect() as conn:
-        key = patient_key(conn, patient_id)
-        if key is None:
-            return ()
-        record = conn.execute(
-            text("SELECT * FROM dmp_record WHERE patient_key = :k"), {"k": key}
-        ).all()
-        grants = conn.execute(
-            text("SELECT * FROM dmp_authorisation WHERE patient_key = :k ORDER BY actor_id"),
-            {"k": key},
-        ).all()
-    return (key, tuple(map(tuple, record)), tuple(map(tuple, grants)))
 
 
 def _last_event(engine: Engine, patient_id: str) -> Any:
@@ -131,7 +115,7 @@ def test_set_authorization_refusals(
     vihf: dict[str, Any],
     reason: str,
 ) -> None:
-    before = _rows(engine, created.cx)
+    before = record_rows(engine, created.cx)
     target = (NURSE, "1.2.250.1.71.4.2.1") if action == "BLOCAGE" else None
     reply = dmp.call(
         m.HAB_PATH, m.SET_AUTH, m.set_authorization(action, role, target), created.cx, **vihf
@@ -140,7 +124,7 @@ def test_set_authorization_refusals(
     status, context = _status(reply)
     assert status == DENIED
     assert reason in context
-    assert _rows(engine, created.cx) == before
+    assert record_rows(engine, created.cx) == before
     _assert_denied_and_audited(engine, created.cx, "DMP-TD0.3")
 
 
@@ -153,10 +137,10 @@ def test_cpe_declares_itself_authorised_but_cannot_remove_it(
     listed = dmp.call(m.HAB_PATH, m.LIST_AUTH, m.list_authorizations(), created.cx)
     entry = m.one(listed.payload, f"//hab:listOfAuthorizationByPatient[hab:nationalId='{CPE_ID}']")
     assert m.one(entry, "hab:codeSpeciality/text()") == "SECRETARIAT_MEDICAL"
-    before = _rows(engine, created.cx)
+    before = record_rows(engine, created.cx)
     reply = dmp.call(m.HAB_PATH, m.SET_AUTH, m.set_authorization("SUPPRESSION"), created.cx, **CPE)
     assert _status(reply)[0] == DENIED
-    assert _rows(engine, created.cx) == before
+    assert record_rows(engine, created.cx) == before
 
 
 def test_medecin_traitant_role_and_blocking_belong_to_the_mt(
@@ -189,7 +173,7 @@ def test_blocked_professional_is_refused_everything_but_td02(
     for args in (("AJOUT", "MEDECIN_TRAITANT"), ("BLOCAGE", None, nurse)):
         reply = dmp.call(m.HAB_PATH, m.SET_AUTH, m.set_authorization(*args), created.cx)
         assert _status(reply)[0] == "DMPOk"
-    before = _rows(engine, created.cx)
+    before = record_rows(engine, created.cx)
 
     # TD0.2 tells the nurse she is blocked.
     reply = dmp.call(
@@ -226,7 +210,7 @@ def test_blocked_professional_is_refused_everything_but_td02(
         m.HAB_PATH, m.SET_AUTH, m.set_authorization("AJOUT"), created.cx, professional="infirmier"
     )
     assert _status(reply)[0] == DENIED
-    assert _rows(engine, created.cx) == before
+    assert record_rows(engine, created.cx) == before
 
 
 # --- TD1.6 listAuthorizationByPatient --------------------------------------------------------
@@ -294,15 +278,15 @@ def test_record_life_only_in_normal_mode(
     m.one(reply.payload, "hl7:PRPA_IN201313UV02")
     type_code, code, reason = _ack(reply)
     assert (type_code, code) == ("AE", DENIED) and "normal access mode" in (reason or "")
-    assert _rows(engine, fresh.cx) == ()
+    assert record_rows(engine, fresh.cx) == ()
     _assert_denied_and_audited(engine, fresh.cx, "DMP-TD1.1")
 
-    before = _rows(engine, created.cx)
+    before = record_rows(engine, created.cx)
     for payload in (m.modify(created), m.close(created)):
         reply = dmp.call(m.GDP_PATH, m.REVISE, payload, created.cx, access_mode=access_mode)
         m.one(reply.payload, "hl7:PRPA_IN201316UV02")
         assert _ack(reply)[:2] == ("AE", DENIED)
-    assert _rows(engine, created.cx) == before
+    assert record_rows(engine, created.cx) == before
     _assert_denied_and_audited(engine, created.cx, "DMP-TD1.2/TD1.3b/TD1.4")
 
 

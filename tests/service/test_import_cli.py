@@ -23,9 +23,10 @@ from sqlalchemy import Engine, text
 
 from dmp_xds.security.pki import TestPki
 from tests.conftest import Server, free_port
-from tests.fixtures.client_cli import client_env, open_record
+from tests.fixtures.cli import client_env, run_cli
 from tests.fixtures.clinical_documents import header_for, render
 from tests.fixtures.metadata import new_patient_id
+from tests.fixtures.records import new_record
 
 PDF_BYTES = b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n"
 # doc-patient.xml carries no encounter nor performer: these two come from its sidecar.
@@ -45,13 +46,7 @@ def env(server: Server, test_pki: TestPki) -> dict[str, str]:
 
 
 def dmp_xds(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "dmp_xds.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_cli(*args, env=env)
 
 
 def import_json(env: dict[str, str], *args: str) -> tuple[int, dict[str, Any]]:
@@ -145,7 +140,7 @@ def journal_lines(path: Path) -> list[dict[str, Any]]:
 def test_import_a_folder_then_run_again(tmp_path: Path, env, engine, test_pki) -> None:
     """Two patients, five kinds of CDA (a PDF nonXMLBody among them), batches of 3: every
     document once, one patient per submission set; a second run sends nothing."""
-    patients = [open_record(engine, test_pki), open_record(engine, test_pki)]
+    patients = [new_record(engine), new_record(engine)]
     owners = mixed_folder(tmp_path, patients, 7)
     (tmp_path / "README.txt~").write_text("not a document")
 
@@ -173,7 +168,7 @@ def test_import_a_folder_then_run_again(tmp_path: Path, env, engine, test_pki) -
 def test_killed_import_resumes_and_sends_nothing_twice(
     tmp_path: Path, env, engine, test_pki
 ) -> None:
-    patient = open_record(engine, test_pki)
+    patient = new_record(engine)
     owners = mixed_folder(tmp_path, [patient], 16)
     journal = tmp_path / ".dmp-xds-import.jsonl"
     process = subprocess.Popen(
@@ -214,7 +209,7 @@ def test_unanswered_batch_is_looked_up_before_anything_is_sent(
 ) -> None:
     """The process died after the server registered a batch but before the answer reached
     the journal: the rerun finds the batch in the registry (ITI-18) and sends nothing."""
-    patient = open_record(engine, test_pki)
+    patient = new_record(engine)
     owners = mixed_folder(tmp_path, [patient], 4)
     code, _ = import_json(env, str(tmp_path), "--batch-size", "2")
     assert code == 0
@@ -242,7 +237,7 @@ def test_unreachable_server_stops_the_run_and_a_rerun_resumes(
 ) -> None:
     """No answer at all: the run retries, stops (exit 3) with everything pending and the
     batch in doubt in the journal; the rerun asks the registry, then sends."""
-    patient = open_record(engine, test_pki)
+    patient = new_record(engine)
     owners = mixed_folder(tmp_path, [patient], 3)
     down = {**env, "DMP_XDS_URL": f"http://127.0.0.1:{free_port()}"}
     done = dmp_xds(down, "import", str(tmp_path), "--json", "--retries", "1", "--retry-pause", "0")
@@ -266,7 +261,7 @@ def test_unreachable_server_stops_the_run_and_a_rerun_resumes(
 
 
 def test_zip_with_sidecars_and_a_bare_pdf(tmp_path: Path, env, engine, test_pki) -> None:
-    patient = open_record(engine, test_pki)
+    patient = new_record(engine)
     staging = tmp_path / "staging"
     uid_report = write_cda(staging, "lettres/ldl.xml", "ldl-ses", patient)
     sidecar(staging / "lettres/ldl.xml", {"title": "Titre donné par le sidecar"})
@@ -322,7 +317,7 @@ def test_zip_with_sidecars_and_a_bare_pdf(tmp_path: Path, env, engine, test_pki)
 def test_bad_documents_are_reported_and_the_rest_accepted(
     tmp_path: Path, env, engine, test_pki
 ) -> None:
-    patient, other = open_record(engine, test_pki), open_record(engine, test_pki)
+    patient, other = new_record(engine), new_record(engine)
     no_record = new_patient_id()
     good = [write_cda(tmp_path, f"ok-{n}.xml", KINDS[n], patient) for n in range(4)]
     # The sidecar files it under `patient` while the CDA's recordTarget is `other`: the server
@@ -390,7 +385,7 @@ def test_import_refuses_what_it_cannot_use(tmp_path: Path, env) -> None:
 
 
 def test_submit_query_retrieve(tmp_path: Path, env, engine, test_pki: TestPki) -> None:
-    patient = open_record(engine, test_pki)
+    patient = new_record(engine)
     uid = write_cda(tmp_path, "cr.xml", "cr-imagerie-pdf", patient)
     path = tmp_path / "cr.xml"
 
@@ -424,7 +419,7 @@ def test_submit_query_retrieve(tmp_path: Path, env, engine, test_pki: TestPki) -
 
 
 def test_submit_reports_what_is_missing(tmp_path: Path, env, engine, test_pki) -> None:
-    patient = open_record(engine, test_pki)
+    patient = new_record(engine)
     pdf = tmp_path / "scan.pdf"
     pdf.write_bytes(PDF_BYTES)
     done = dmp_xds(env, "submit", str(pdf), "--patient", patient)

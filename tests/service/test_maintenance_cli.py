@@ -4,14 +4,13 @@ on its document store and the registry filled by real submissions."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 from dmp_xds.client.xds import XdsClient
 from dmp_xds.repository.store import FileStore
 from tests.conftest import REPOSITORY_UNIQUE_ID, Server
+from tests.fixtures.cli import run_cli
 from tests.fixtures.clinical_documents import cda_doc
 from tests.fixtures.metadata import Doc, submit_objects_request
 
@@ -20,19 +19,12 @@ DAY = 24 * 3600
 
 def dmp_xds(server: Server, database_url: str, *args: str, **env: str):
     environment = {
-        **os.environ,
         "DMP_XDS_DATABASE_URL": database_url,
         "DMP_XDS_DATA_DIR": str(server.data_dir),
         "DMP_XDS_REPOSITORY_UNIQUE_ID": REPOSITORY_UNIQUE_ID,
         **env,
     }
-    return subprocess.run(
-        [sys.executable, "-m", "dmp_xds.cli", *args],
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_cli(*args, env=environment)
 
 
 def age(path: Path, seconds: float) -> None:

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import subprocess
-import sys
 from typing import Any
 
 import pytest
@@ -22,10 +20,10 @@ from sqlalchemy import Engine, text
 from dmp_xds.client.xds import XdsClient
 from dmp_xds.metadata import vocabulary as v
 from dmp_xds.repository.store import FileStore
-from dmp_xds.security.pki import TestPki
 from tests.conftest import REPOSITORY_UNIQUE_ID, Server, snapshot
-from tests.fixtures.client_cli import open_record
+from tests.fixtures.cli import run_cli
 from tests.fixtures.metadata import Doc, submit_objects_request
+from tests.fixtures.records import new_record
 
 HOST_PHYSICIAN = "810000000001"
 RIM = "urn:oasis:names:tc:ebxml-regrep:xsd:rim:3.0"
@@ -34,24 +32,16 @@ AIR = {"authentication_mode": "INDIRECTE_RENFORCEE"}
 
 def purge(server: Server, database_url: str, *args: str, authorised: str = HOST_PHYSICIAN):
     env = {
-        **os.environ,
         "DMP_XDS_DATABASE_URL": database_url,
         "DMP_XDS_DATA_DIR": str(server.data_dir),
         "DMP_XDS_PURGE_AUTHORISED": authorised,
     }
-    return subprocess.run(
-        [sys.executable, "-m", "dmp_xds.cli", "purge", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-    )
+    return run_cli("purge", *args, env=env)
 
 
 @pytest.fixture
-def patient(engine: Engine, test_pki: TestPki) -> str:
-    return open_record(engine, test_pki)
+def patient(engine: Engine) -> str:
+    return new_record(engine)
 
 
 @pytest.fixture

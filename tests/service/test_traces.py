@@ -10,9 +10,7 @@ import csv
 import hashlib
 import io
 import json
-import os
 import subprocess
-import sys
 import urllib.parse
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +27,7 @@ from dmp_xds.metadata.xsd import payload_errors
 from dmp_xds.patients import authorisations as auth
 from dmp_xds.security.pki import TestPki
 from tests.conftest import Server
+from tests.fixtures.cli import run_cli
 from tests.fixtures.metadata import new_patient_id
 from tests.fixtures.records import open_record, professional_actor
 
@@ -381,14 +380,7 @@ def test_wsdl_and_schema_are_published(server) -> None:
 
 
 def dmp_xds(*args: str, database_url: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "DMP_XDS_DATABASE_URL": database_url}
-    return subprocess.run(
-        [sys.executable, "-m", "dmp_xds.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_cli(*args, env={"DMP_XDS_DATABASE_URL": database_url})
 
 
 def test_operator_exports_a_patients_trail(scene, database_url, engine, test_pki) -> None:
