@@ -230,10 +230,22 @@ def _identified(
         return keys
     uids = alternatives(req, uid_param)
     loc = t.unique_id_locator
-    keys = select(loc.c.patient_key).where(loc.c.kind == kind, loc.c.unique_id.in_(uids))
+    # The patients first, then their rows by constant patient_key: with a subquery the planner
+    # cannot prune the partitions (migration 0006) nor Citus route to one shard.
+    patients = (
+        conn.execute(
+            select(loc.c.patient_key)
+            .where(loc.c.kind == kind, loc.c.unique_id.in_(uids))
+            .distinct()
+        )
+        .scalars()
+        .all()
+    )
+    if not patients:
+        return []
     rows = conn.execute(
         select(table.c.patient_key, table.c.entry_uuid).where(
-            table.c.patient_key.in_(keys), table.c.unique_id.in_(uids)
+            table.c.patient_key.in_(patients), table.c.unique_id.in_(uids)
         )
     ).all()
     keys = [(r.patient_key, r.entry_uuid) for r in rows]

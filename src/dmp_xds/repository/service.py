@@ -206,14 +206,10 @@ class RepositoryService:
                         )
                     )
                     continue
-                row = self._locate(conn, unique_id)
-                # Another patient's document, or one hidden from this caller (masked,
-                # deleted...), is answered exactly like a missing one.
-                if (
-                    row is None
-                    or not patient_policy.visible(call.authorised_patient, row.patient_id)
-                    or not gate.shows(row)
-                ):
+                # Only the VIHF patient's documents are looked for: another patient's, or one
+                # hidden from this caller (masked, deleted...), is answered like a missing one.
+                row = self._locate(conn, gate.patient_key, unique_id)
+                if row is None or not gate.shows(row):
                     errors.append(
                         XdsError(
                             ErrorCode.DOCUMENT_UNIQUE_ID,
@@ -267,22 +263,17 @@ class RepositoryService:
         )
         return None
 
-    def _locate(self, conn: Connection, unique_id: str) -> Row | None:
-        """The latest metadata version of a document (its status and confidentiality decide
-        who may read it)."""
-        loc, de = t.unique_id_locator, t.document_entry
+    def _locate(self, conn: Connection, patient_key: int | None, unique_id: str) -> Row | None:
+        """The latest metadata version of one of the patient's documents (its status and
+        confidentiality decide who may read it). By the patient's key, a constant: the one
+        partition of document_entry that holds the patient's rows is the only one read."""
+        de = t.document_entry
+        if patient_key is None:
+            return None
         return conn.execute(
-            select(
-                de.c.content_sha256,
-                de.c.mime_type,
-                t.patient.c.patient_id,
-                *DOCUMENT_FACT_COLUMNS,
-            )
-            .join(loc, (loc.c.patient_key == de.c.patient_key))
-            .join(t.patient, t.patient.c.patient_key == de.c.patient_key)
+            select(de.c.content_sha256, de.c.mime_type, *DOCUMENT_FACT_COLUMNS)
             .where(
-                loc.c.kind == "DocumentEntry",
-                loc.c.unique_id == unique_id,
+                de.c.patient_key == patient_key,
                 de.c.unique_id == unique_id,
                 de.c.repository_unique_id == self.repository_unique_id,
                 de.c.content_sha256.is_not(None),
