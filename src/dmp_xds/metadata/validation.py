@@ -267,6 +267,9 @@ def _unique_ids(c: _Checker, sub: Submission) -> None:
 def _associations(c: _Checker, sub: Submission, types: frozenset[str]) -> None:
     ss = sub.submission_set
     local = {o.id for o in sub.objects()}
+    # Sets, not scans: an integration engine's submission holds thousands of documents.
+    set_ids = {s.id for s in sub.submission_sets}
+    document_ids = {d.id for d in sub.documents}
     members: set[str] = set()
     for assoc in sub.associations:
         where = assoc.label
@@ -288,12 +291,12 @@ def _associations(c: _Checker, sub: Submission, types: frozenset[str]) -> None:
         if assoc.source and assoc.source == assoc.target:
             c.fail("an association cannot link an object to itself", f"{where} / targetObject")
             continue
-        if assoc.type == v.HAS_MEMBER and any(s.id == assoc.target for s in sub.submission_sets):
+        if assoc.type == v.HAS_MEMBER and assoc.target in set_ids:
             c.fail("a SubmissionSet cannot be a member of anything", f"{where} / targetObject")
             continue
         if assoc.type == v.HAS_MEMBER and ss is not None and assoc.source == ss.id:
             members.add(assoc.target)
-            target_is_doc = any(d.id == assoc.target for d in sub.documents)
+            target_is_doc = assoc.target in document_ids
             if assoc.submission_set_status is None and (target_is_doc or assoc.target not in local):
                 c.fail(
                     "HasMember from the SubmissionSet needs a SubmissionSetStatus slot",
