@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
+import multiprocessing
 import os
 import platform
 import shutil
@@ -15,9 +17,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import requests
 from sqlalchemy import Connection, text
@@ -35,6 +39,7 @@ READER = "medecin"
 READER_ID = next(p.name_id for p in PROFESSIONALS if p.key == READER)
 
 RESULTS = Path(__file__).resolve().parent / "results"
+T = TypeVar("T")
 
 
 @dataclass
@@ -68,6 +73,117 @@ class BenchServer:
         with engine.begin() as conn:
             open_patient(conn, patient_id)
         engine.dispose()
+
+    # -- what the server spends: CPU, memory, its own request durations -----------------------
+
+    def cpu_s(self) -> float:
+        """CPU seconds (user + system) used so far by gunicorn: the master, its live workers
+        and the workers it has reaped (recycled after ``max_requests``)."""
+        return tree_cpu_s(self.process.pid)
+
+    def postgres_cpu_s(self) -> float | None:
+        """CPU seconds used so far by the PostgreSQL server (postmaster, backends, WAL writer,
+        checkpointer...), when it runs on this machine; None otherwise."""
+        pid = postmaster_pid(self.database_url)
+        return tree_cpu_s(pid) if pid is not None else None
+
+    def worker_memory_kib(self) -> dict[int, tuple[int, int]]:
+        """(VmRSS, VmHWM) of each live worker, in KiB."""
+        return {
+            pid: (_status_kib(pid, "VmRSS"), _status_kib(pid, "VmHWM"))
+            for pid in self.worker_pids()
+        }
+
+    def reset_peak_rss(self) -> bool:
+        """Reset the workers' VmHWM to their current resident set (Linux ``clear_refs`` 5);
+        False when the kernel refuses (then only sampling sees a phase's own peak)."""
+        done = True
+        for pid in self.worker_pids():
+            try:
+                Path(f"/proc/{pid}/clear_refs").write_text("5")
+            except OSError:
+                done = False
+        return done
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir.parent / "server.log"
+
+    def log_offset(self) -> int:
+        return self.log_path.stat().st_size
+
+    def request_durations(self, since: int, action: str) -> list[float]:
+        """The server's own durations (the request log's ``duration_ms``, in seconds) of the
+        successful requests whose WS-Addressing action ends with ``action``, logged after
+        byte ``since`` of the log."""
+        with self.log_path.open("rb") as log:
+            log.seek(since)
+            data = log.read()
+        durations = []
+        for line in data.splitlines():
+            if b'"duration_ms"' not in line or action.encode() not in line:
+                continue
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if str(entry.get("action", "")).endswith(action) and entry.get("http_status") == 200:
+                durations.append(entry["duration_ms"] / 1000)
+        return durations
+
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _stat_ticks(pid: int, reaped: bool) -> int:
+    """utime + stime of ``pid`` (and cutime + cstime: its waited-for children) in ticks."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0
+    fields = raw[raw.rindex(")") + 2 :].split()  # after "pid (comm) "; field 3 is fields[0]
+    ticks = int(fields[11]) + int(fields[12])
+    if reaped:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks
+
+
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(
+        ["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True, check=False
+    ).stdout
+    return [int(p) for p in out.split()]
+
+
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds of ``pid``, its reaped children and its live children (one level)."""
+    ticks = _stat_ticks(pid, reaped=True) + sum(_stat_ticks(c, False) for c in _children(pid))
+    return ticks / _TICKS
+
+
+@functools.cache
+def postmaster_pid(database_url: str) -> int | None:
+    """The PostgreSQL server's pid when it runs here (the parent of our backend), else None."""
+    engine = make_engine(database_url, pool_size=1)
+    try:
+        with engine.connect() as conn:
+            backend = conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
+            raw = Path(f"/proc/{backend}/stat").read_text()  # while the backend lives
+    except OSError:
+        return None  # a remote server (or another pid namespace)
+    finally:
+        engine.dispose()
+    parent = int(raw[raw.rindex(")") + 2 :].split()[1])
+    comm = Path(f"/proc/{parent}/comm").read_text().strip() if parent > 1 else ""
+    return parent if comm.startswith("postgres") else None
+
+
+def _status_kib(pid: int, field: str) -> int:
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
 
 
 def open_patient(conn: Connection, patient_id: str) -> None:
@@ -118,10 +234,35 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def server(workers: int = 2, extra_env: dict[str, str] | None = None) -> Iterator[BenchServer]:
+def database() -> Iterator[str]:
+    """The database of a run, migrated: ``DMP_XDS_DATABASE_URL``, or an embedded PostgreSQL in
+    a temporary directory for the block (so that several servers, say 1 then 2 workers, can
+    share one registry)."""
+    url = os.environ.get("DMP_XDS_DATABASE_URL")
+    if url:
+        migrate(url)
+        yield url
+        return
+    root = Path(tempfile.mkdtemp(prefix="dmp-xds-bench-pg-"))
+    embedded = EmbeddedPostgres(root / "pg")
+    try:
+        url = embedded.start()
+        migrate(url)
+        yield url
+    finally:
+        embedded.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def server(
+    workers: int = 2, extra_env: dict[str, str] | None = None, database_url: str | None = None
+) -> Iterator[BenchServer]:
+    """A server on a free loopback port; on ``database_url`` (from :func:`database`) or, by
+    default, on ``DMP_XDS_DATABASE_URL`` or an embedded PostgreSQL of its own."""
     root = Path(tempfile.mkdtemp(prefix="dmp-xds-bench-"))
     embedded = None
-    url = os.environ.get("DMP_XDS_DATABASE_URL")
+    url = database_url or os.environ.get("DMP_XDS_DATABASE_URL")
     if not url:
         embedded = EmbeddedPostgres(root / "pg")
         url = embedded.start()
@@ -162,7 +303,36 @@ def server(workers: int = 2, extra_env: dict[str, str] | None = None) -> Iterato
         shutil.rmtree(root, ignore_errors=True)
 
 
-def summarise(samples_s: list[float]) -> dict[str, float]:
+def drive(
+    worker: Callable[..., tuple[T, float, float]], per_client: Sequence[tuple[Any, ...]]
+) -> tuple[list[T], float]:
+    """Run ``worker(start, *args)`` in one process per entry of ``per_client``; return their
+    results and the measurement window in seconds.
+
+    Each worker prepares (imports, PKI, documents), then calls ``start()`` (a barrier: every
+    client begins at the same moment, once all have started) and returns ``(result,
+    window_start, window_end)``, wall-clock times of its own calls. The window runs from the
+    first start to the last end, so process start-up is not counted in a throughput.
+    """
+    with multiprocessing.Manager() as manager:
+        barrier = manager.Barrier(len(per_client))
+        start = functools.partial(barrier.wait, 300)
+        with ProcessPoolExecutor(len(per_client)) as pool:
+            futures = [pool.submit(worker, start, *args) for args in per_client]
+            wait(futures, return_when=FIRST_EXCEPTION)
+            failed = [f.exception() for f in futures if f.done() and f.exception()]
+            if failed:
+                barrier.abort()  # the others stop waiting for a client that will never come
+                raise failed[0]  # type: ignore[misc]
+            parts = [f.result() for f in futures]
+    window = max(end for _, _, end in parts) - min(begin for _, begin, _ in parts)
+    return [result for result, _, _ in parts], window
+
+
+def summarise(samples_s: list[float]) -> dict[str, float | None]:
+    """n, median, p95 and p99 in ms of durations in seconds (None for an empty list)."""
+    if not samples_s:
+        return {"n": 0, "median_ms": None, "p95_ms": None, "p99_ms": None}
     ordered = sorted(samples_s)
 
     def pct(p: float) -> float:

@@ -5,8 +5,11 @@ server work is counted.
     python -m benchmarks profile_server find   [--n 300] [--top 30]   # FindDocuments, 50 docs
     python -m benchmarks profile_server get    [--n 300]              # GetDocuments by uniqueId
     python -m benchmarks profile_server submit [--n 300]              # ITI-41, one 20 KB CDA
+    python -m benchmarks profile_server batch  [--n 2] [--documents 1000]  # ITI-41, 1,000 CDAs
+    python -m benchmarks profile_server retrieve [--n 300] [--size-mb 1]   # ITI-43, 1 MB
 
-Needs ``DMP_XDS_DATABASE_URL`` (find/get: a registry loaded with ``dmp-xds load-synthetic``).
+Needs ``DMP_XDS_DATABASE_URL`` (find/get: a registry loaded with ``dmp-xds load-synthetic``;
+submit, batch, retrieve: any database, the patients and documents they need are created).
 Prints the per-request wall time without the profiler, then the profile's top functions.
 """
 
@@ -15,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import cProfile
+import functools
 import io
 import os
 import pstats
@@ -32,6 +36,8 @@ from dmp_xds.metadata import vocabulary as v
 from dmp_xds.registry.database import make_engine, migrate
 
 from .harness import open_patient, vihf
+
+REPOSITORY_UID = os.environ.get("DMP_XDS_REPOSITORY_UNIQUE_ID", "1.2.250.1.999.1.1.1")
 
 
 class _Captured(Exception):
@@ -85,7 +91,14 @@ def wsgi_call(app: Any, path: str, content_type: str, body: bytes) -> bytes:
     return out
 
 
-def _requests(kind: str, n: int, pki: Any, database_url: str) -> list[tuple[str, str, bytes]]:
+def _requests(
+    kind: str,
+    n: int,
+    pki: Any,
+    database_url: str,
+    *,
+    documents: int = 1000,
+) -> list[tuple[str, str, bytes]]:
     engine = make_engine(database_url, pool_size=1)
     calls = []
     if kind in ("find", "get"):
@@ -114,6 +127,24 @@ def _requests(kind: str, n: int, pki: Any, database_url: str) -> list[tuple[str,
                 client.stored_query(q, a)
 
             calls.append(call)
+    elif kind == "batch":
+        from tests.fixtures.metadata import new_patient_id, submit_objects_request
+
+        from .cda20k import cda_doc_of_size
+
+        for _ in range(n):
+            patient = new_patient_id()
+            with engine.begin() as conn:
+                open_patient(conn, patient)
+            docs = [cda_doc_of_size(patient, 20_000) for _ in range(documents)]
+
+            def call(client: XdsClient, p: str = patient, ds: list = docs) -> None:
+                client.header_factory = vihf(pki, p)
+                client.provide_and_register(
+                    submit_objects_request(p, ds), {d.symbolic_id: d.content for d in ds}
+                )
+
+            calls.append(call)
     else:
         from tests.fixtures.metadata import new_patient_id, submit_objects_request
 
@@ -136,12 +167,45 @@ def _requests(kind: str, n: int, pki: Any, database_url: str) -> list[tuple[str,
     return capture(calls)
 
 
+def _retrieve_requests(
+    app: Any, n: int, pki: Any, database_url: str, size: int, stored: int = 8
+) -> list[tuple[str, str, bytes]]:
+    """Store ``stored`` documents of ``size`` random bytes for one patient (through the app),
+    then capture ``n`` ITI-43 requests for them in turn."""
+    from tests.fixtures.metadata import Doc, new_patient_id, submit_objects_request
+
+    engine = make_engine(database_url, pool_size=1)
+    patient = new_patient_id()
+    with engine.begin() as conn:
+        open_patient(conn, patient)
+    engine.dispose()
+    docs = [Doc(os.urandom(size), mime_type="application/pdf") for _ in range(stored)]
+
+    def provide(client: XdsClient, d: Any) -> None:
+        client.header_factory = vihf(pki, patient)
+        client.provide_and_register(submit_objects_request(patient, [d]), {"Document01": d.content})
+
+    for request in capture([functools.partial(provide, d=d) for d in docs]):
+        wsgi_call(app, *request)
+
+    def retrieve(client: XdsClient, uid: str) -> None:
+        client.header_factory = vihf(pki, patient)
+        client.retrieve([(REPOSITORY_UID, uid)])
+
+    return capture([functools.partial(retrieve, uid=docs[i % stored].unique_id) for i in range(n)])
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks profile_server")
-    parser.add_argument("kind", choices=("find", "get", "submit"))
-    parser.add_argument("--n", type=int, default=300)
+    parser.add_argument("kind", choices=("find", "get", "submit", "batch", "retrieve"))
+    parser.add_argument("--n", type=int, help="measured requests (default 300; batch: 2)")
     parser.add_argument("--top", type=int, default=35)
+    parser.add_argument("--documents", type=int, default=1000, help="batch: documents per set")
+    parser.add_argument("--size-mb", type=float, default=1.0, help="retrieve: document MiB")
+    parser.add_argument("--save", type=Path, help="also write the profile (pstats) to this file")
     args = parser.parse_args(argv)
+    if args.n is None:
+        args.n = 2 if args.kind == "batch" else 300
     database_url = os.environ["DMP_XDS_DATABASE_URL"]
     migrate(database_url)
     from dmp_xds.app import Application
@@ -153,9 +217,13 @@ def main(argv: list[str]) -> int:
         os.environ.update(pki.server_env())
         os.environ["DMP_XDS_DATA_DIR"] = str(Path(tmp) / "data")
         app = Application(Settings.from_env())
-        sent = _requests(args.kind, args.n * 2, pki, database_url)
+        if args.kind == "retrieve":
+            size = int(args.size_mb * 1024 * 1024)
+            sent = _retrieve_requests(app, args.n * 2, pki, database_url, size)
+        else:
+            sent = _requests(args.kind, args.n * 2, pki, database_url, documents=args.documents)
         warm, measured = sent[: args.n], sent[args.n :]
-        for req in warm[: args.n // 2]:
+        for req in warm[: max(1, args.n // 2)]:
             wsgi_call(app, *req)
         times = []
         for req in warm[args.n // 2 :]:
@@ -167,6 +235,8 @@ def main(argv: list[str]) -> int:
         for req in measured:
             wsgi_call(app, *req)
         profile.disable()
+    if args.save:
+        profile.dump_stats(args.save)
     times.sort()
     print(
         f"{args.kind}: {len(times)} requests in process, median "

@@ -3,7 +3,7 @@ documents, and GetDocuments by uniqueId, from N client processes each signing a 
 query. Also captures EXPLAIN (ANALYZE, BUFFERS) of the SQL the server runs for both.
 
     python -m benchmarks queries [--documents 1000000] [--patients 50000] [--clients 1,8,32]
-                                 [--seconds 10] [--workers 2]
+                                 [--seconds 10] [--workers 2]   # --workers 1,2: both
 
 The registry is filled by ``registry/synthetic.py`` (COPY). With ``DMP_XDS_DATABASE_URL`` set to
 a database that already holds at least ``--documents`` documents, the load is skipped, so that a
@@ -30,7 +30,16 @@ from dmp_xds.registry.queries import run_stored_query
 from dmp_xds.registry.query_params import read_query_request
 from dmp_xds.registry.synthetic import load_synthetic
 
-from .harness import READER_ID, BenchServer, open_all_records, report, server, summarise, vihf
+from .harness import (
+    READER_ID,
+    BenchServer,
+    database,
+    open_all_records,
+    report,
+    server,
+    summarise,
+    vihf,
+)
 
 
 def _find(patient_id: str) -> tuple[str, dict[str, Any]]:
@@ -46,9 +55,10 @@ def _get(unique_id: str) -> tuple[str, dict[str, Any]]:
 
 def _worker(
     url: str, pki_dir: str, kind: str, targets: list[tuple[str, str]], seconds: float, seed: int
-) -> list[float]:
+) -> tuple[list[float], float, float]:
     """Query for ``seconds``; return the latency of each call (the VIHF signing included,
-    as a real client pays it)."""
+    as a real client pays it) and the wall-clock window of the calls (process start-up and
+    imports excluded from the throughput)."""
     from dmp_xds.security.pki import load_test_pki
 
     pki = load_test_pki(Path(pki_dir))
@@ -56,6 +66,7 @@ def _worker(
     client = XdsClient(url)
     expected = 50 if kind == "FindDocuments" else 1
     samples: list[float] = []
+    window_start = time.time()
     deadline = time.perf_counter() + seconds
     while time.perf_counter() < deadline:
         patient_id, unique_id = rng.choice(targets)
@@ -66,7 +77,7 @@ def _worker(
         samples.append(time.perf_counter() - started)
         assert result.status == "Success", result.errors
         assert len(result.objects) == expected, (kind, len(result.objects))
-    return samples
+    return samples, window_start, time.time()
 
 
 def prepare(database_url: str, documents: int, patients: int) -> dict[str, Any]:
@@ -178,7 +189,6 @@ def run(
         ("GetDocuments", facts["get_targets"]),
     ):
         _, offset = _server_durations(srv, 0)
-        started = time.perf_counter()
         with ProcessPoolExecutor(clients) as pool:
             parts = list(
                 pool.map(
@@ -191,8 +201,8 @@ def run(
                     range(clients),
                 )
             )
-        elapsed = time.perf_counter() - started
-        samples = [s for part in parts for s in part]
+        elapsed = max(end for _, _, end in parts) - min(start for _, start, _ in parts)
+        samples = [s for part, _, _ in parts for s in part]
         server_side, _ = _server_durations(srv, offset)
         server_stats = summarise(server_side) if server_side else {}
         rows.append(
@@ -215,18 +225,23 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--patients", type=int, default=50_000)
     parser.add_argument("--clients", default="1,8,32", help="comma-separated client counts")
     parser.add_argument("--seconds", type=float, default=10.0, help="per query and setting")
-    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers")
+    parser.add_argument("--workers", default="2", help="comma-separated gunicorn worker counts")
     args = parser.parse_args(argv)
     from dmp_xds.security.pki import init_test_pki
 
     rows: list[dict[str, object]] = []
     with tempfile.TemporaryDirectory(prefix="dmp-xds-bench-pki-") as pki_dir:
         pki = init_test_pki(Path(pki_dir))
-        with server(workers=args.workers, extra_env=pki.server_env()) as srv:
-            facts = prepare(srv.database_url, args.documents, args.patients)
-            plans = explain(srv.database_url, facts["find_targets"][0][0], facts["get_targets"][0])
-            for clients in (int(c) for c in args.clients.split(",")):
-                rows += run(srv, pki_dir, facts, clients, args.seconds)
+        with database() as url:  # one registry, loaded once, for every worker count
+            facts = prepare(url, args.documents, args.patients)
+            plans = explain(url, facts["find_targets"][0][0], facts["get_targets"][0])
+            for workers in (int(w) for w in args.workers.split(",")):
+                with server(workers, pki.server_env(), url) as srv:
+                    for clients in (int(c) for c in args.clients.split(",")):
+                        rows += [
+                            {"workers": workers, **row}
+                            for row in run(srv, pki_dir, facts, clients, args.seconds)
+                        ]
     for name, plan in plans.items():
         print(f"\n--- {name}\n{plan}")
     print(f"\nregistry: {facts['documents_in_registry']} documents; load: {facts.get('load')}\n")

@@ -236,6 +236,37 @@ def cmd_load_synthetic(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
+    """``python -m benchmarks`` under another name. The benchmarks (and the test fixtures they
+    build documents with) live in the source tree, not in the installed package, so this runs
+    them from a source checkout: the current directory or one above it, or the tree this
+    package is installed from in editable mode."""
+    checkout = _source_checkout()
+    if checkout is None:
+        print(
+            "dmp-xds bench needs a source checkout of dmp-xds (benchmarks/ and tests/ are not "
+            "part of the installed package): run it from the repository, after "
+            "`pip install -e '.[bench]'`",
+            file=sys.stderr,
+        )
+        return 2
+    sys.path.insert(0, str(checkout))
+    logging.getLogger().setLevel(logging.WARNING)  # migrations' INFO lines would drown the table
+    from benchmarks.__main__ import main as bench_main
+
+    return bench_main(args.bench_args)
+
+
+def _source_checkout() -> Path | None:
+    here = Path.cwd().resolve()
+    for candidate in (here, *here.parents, Path(__file__).resolve().parents[2]):
+        if (candidate / "benchmarks" / "__main__.py").is_file() and (
+            candidate / "tests" / "fixtures"
+        ).is_dir():
+            return candidate
+    return None
+
+
 def cmd_trail(settings: Settings, args: argparse.Namespace) -> int:
     """A patient's trail on stdout (JSON or CSV), oldest event first: what a hosting operator
     hands a patient who asks who accessed their record. The export is itself recorded in the
@@ -391,6 +422,17 @@ def build_parser() -> argparse.ArgumentParser:
     trail.add_argument("--until", help="up to this date or date-time (exclusive)")
     trail.add_argument("--format", choices=("json", "csv"), default="json")
     trail.set_defaults(func=cmd_trail)
+    bench = sub.add_parser(
+        "bench",
+        help="run a benchmark scenario, as `python -m benchmarks` (from a source checkout)",
+    )
+    bench.add_argument(
+        "bench_args",
+        nargs=argparse.REMAINDER,
+        metavar="SCENARIO [ARGS]",
+        help="the scenario and its options (none: list the scenarios)",
+    )
+    bench.set_defaults(func=cmd_bench)
     return parser
 
 
