@@ -339,17 +339,18 @@ def _codes(codes: list) -> list[str]:
 
 def insert_submission_set(conn: Connection, key: int, ss: SubmissionSet) -> None:
     conn.execute(
-        t.submission_set.insert().values(
-            patient_key=key,
-            entry_uuid=as_uuid(ss.id),
-            unique_id=ss.unique_id,
-            source_id=ss.source_id,
-            status=v.APPROVED,
-            submission_time=dtm_key(ss.submission_time or ""),
-            content_type_code=ss.content_type_code.key if ss.content_type_code else None,
-            author_persons=[a.person for a in ss.authors if a.person],
-            ebrim=fragment(ss.element),
-        )
+        t.submission_set.insert(),
+        {
+            "patient_key": key,
+            "entry_uuid": as_uuid(ss.id),
+            "unique_id": ss.unique_id,
+            "source_id": ss.source_id,
+            "status": v.APPROVED,
+            "submission_time": dtm_key(ss.submission_time or ""),
+            "content_type_code": ss.content_type_code.key if ss.content_type_code else None,
+            "author_persons": [a.person for a in ss.authors if a.person],
+            "ebrim": fragment(ss.element),
+        },
     )
 
 
