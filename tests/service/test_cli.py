@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 from tests.fixtures.cli import run_cli
 from tests.fixtures.metadata import Doc, new_patient_id, submit_objects_request
@@ -85,3 +86,32 @@ def test_serve_with_no_configuration_then_ctrl_c(tmp_path_factory) -> None:
                 proc.kill()
     assert not (data_dir / "pg" / "postmaster.pid").exists(), "PostgreSQL still running"
     shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def test_bench_runs_a_scenario_from_the_checkout(tmp_path) -> None:
+    """``dmp-xds bench`` drives the benchmarks of a source checkout: a small batch scenario
+    runs end to end (its own embedded PostgreSQL and server) and writes its JSON."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dmp_xds.cli",
+            "bench",
+            "batch",
+            "--documents",
+            "20",
+            "--repeat",
+            "1",
+            "--workers",
+            "1",
+        ],
+        cwd=Path(__file__).resolve().parents[2],
+        env={k: v for k, v in os.environ.items() if k != "DMP_XDS_DATABASE_URL"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "ITI-41 (XdsClient)" in done.stdout and "written:" in done.stdout
+    listed = run_cli("bench", env={})
+    assert "submit" in listed.stdout + listed.stderr
