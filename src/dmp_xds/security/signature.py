@@ -39,7 +39,6 @@ from .faults import failed, invalid
 
 EXC_C14N = "http://www.w3.org/2001/10/xml-exc-c14n#"
 ENVELOPED = "http://www.w3.org/2000/09/xmldsig#enveloped-signature"
-XML_NS = "http://www.w3.org/XML/1998/namespace"
 
 _T = xmlsec.Transform
 # Named suites for configuration (DMP_XDS_SIGNATURE_ALGORITHMS): signature method and the
@@ -53,7 +52,6 @@ SUITES: dict[str, tuple[xmlsec.Transform, xmlsec.Transform]] = {
 DEFAULT_SUITES = ("rsa-sha256", "rsa-sha1")
 MAX_CERTIFICATES = 5
 _NCNAME = re.compile(r"[A-Za-z_][\w.\-]{0,127}\Z")
-_ID_NAMES = frozenset({"ID", "Id", "id"})
 _D = f"{{{DS}}}"
 _EC_INCLUSIVE = f"{{{EXC_C14N}}}InclusiveNamespaces"
 
@@ -159,19 +157,19 @@ def locate(envelope: etree._Element, header: etree._Element | None) -> Located:
 
 
 def _check_unique_id(envelope: etree._Element, assertion: etree._Element, value: str) -> None:
-    for element in envelope.iter():
-        if not isinstance(element.tag, str):
+    """No other element of the message carries the VIHF's ID in an ID-like attribute (ID, Id,
+    id, xml:id, in any namespace): the candidates are found by libxml2, then compared here."""
+    for found in _ID_ATTRIBUTES(envelope, value=value):
+        if found.strip() != value:
             continue
-        for attr, attr_value in element.attrib.items():
-            qname = etree.QName(attr)
-            is_id = qname.localname in _ID_NAMES or (
-                qname.namespace == XML_NS and qname.localname == "id"
-            )
-            if not is_id or attr_value.strip() != value:
-                continue
-            if element is assertion and attr == "ID":
-                continue
-            raise invalid("duplicate_id", "another element of the message carries the VIHF's ID")
+        if found.getparent() is assertion and found.attrname == "ID":
+            continue
+        raise invalid("duplicate_id", "another element of the message carries the VIHF's ID")
+
+
+_ID_ATTRIBUTES = etree.XPath(
+    "//@*[local-name() = 'ID' or local-name() = 'Id' or local-name() = 'id'][contains(., $value)]"
+)
 
 
 @dataclass(frozen=True)
