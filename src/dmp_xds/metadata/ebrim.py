@@ -318,33 +318,34 @@ def resolve_symbolic_ids(objects: Iterable[etree._Element]) -> dict[str, str]:
     """Give every symbolic (non-UUID) id a fresh UUID and rewrite references in place.
 
     ``objects`` are the top-level elements; nested Classification and ExternalIdentifier ids
-    are resolved too, since the registry answers LeafClass with them.
+    are resolved too, since the registry answers LeafClass with them. UUID URNs compare
+    case-insensitively, so they are kept in lower case. The id and reference attributes are
+    found by libxml2 (one XPath per object), then resolved from that one list.
     """
-    objects = list(objects)
     symbols: dict[str, str] = {}
-    for top in objects:  # UUID URNs compare case-insensitively: keep them in lower case
-        for el in top.iter(rim("*")):
-            for attr in ("id", "lid", *_REFERENCE_ATTRIBUTES):
-                value = el.get(attr)
-                if value and is_uuid_urn(value) and value != value.lower():
-                    el.set(attr, value.lower())
+    symbolic: list[tuple[etree._Element, str, str]] = []
     for top in objects:
-        for el in top.iter(rim("*")):
-            ident = el.get("id")
-            if ident is not None and not is_uuid_urn(ident) and ident not in symbols:
-                symbols[ident] = new_uuid_urn()
-    if not symbols:
-        return symbols
-    for top in objects:
-        for el in top.iter(rim("*")):
-            ident = el.get("id")
-            if ident in symbols:
-                el.set("id", symbols[ident])
-            for attr in (*_REFERENCE_ATTRIBUTES, "lid"):
-                ref = el.get(attr)
-                if ref in symbols:
-                    el.set(attr, symbols[ref])
+        for found in _ID_ATTRIBUTES(top):
+            element, attr, value = found.getparent(), found.attrname, str(found)
+            if is_uuid_urn(value):
+                if value != value.lower():
+                    element.set(attr, value.lower())
+                continue
+            if attr == "id" and value not in symbols:
+                symbols[value] = new_uuid_urn()
+            symbolic.append((element, attr, value))
+    for element, attr, value in symbolic:
+        if value in symbols:
+            element.set(attr, symbols[value])
     return symbols
+
+
+_ID_ATTRIBUTES = etree.XPath(
+    "descendant-or-self::rim:*/@*["
+    + " or ".join(f"name() = '{a}'" for a in ("id", "lid", *_REFERENCE_ATTRIBUTES))
+    + "]",
+    namespaces={"rim": RIM},
+)
 
 
 def parse_submission(request: etree._Element) -> tuple[Submission, list[XdsError]]:
