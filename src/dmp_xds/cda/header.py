@@ -20,6 +20,7 @@ from __future__ import annotations
 import pyexpat
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from ..namespaces import HL7V3
 
@@ -74,24 +75,57 @@ class CdaHeader:
     """``nonXMLBody/text/@mediaType`` (HL7 default ``text/plain`` when absent)."""
 
 
-def _instance_id(attrs: dict[str, str]) -> InstanceId | None:
+def instance_id(attrs: dict[str, str]) -> InstanceId | None:
+    """The ``II`` of an element's attributes (None without a root)."""
     root = attrs.get("root")
     if not root:
         return None
     return InstanceId(root, attrs.get("extension") or None)
 
 
-class _Collector:
-    """expat handlers: keep the path of the first levels and pick the attributes we need."""
+class HeaderWalker:
+    """One expat pass over a CDA document: the path of the first ``max_depth`` levels (HL7 v3
+    names without their namespace, others prefixed with ``?``), handed with each element's
+    attributes to :meth:`pick`; the text of the paths in ``texts``, capped at ``max_text``
+    characters and with whitespace collapsed, handed to :meth:`keep_text`. A document whose
+    root is not a ``ClinicalDocument`` is only checked for well-formedness; any document type
+    declaration is refused. Subclasses say what to keep (this module's header, the producer's
+    metadata in :mod:`.metadata`)."""
 
-    def __init__(self, parser: pyexpat.XMLParserType) -> None:
-        self.parser = parser
-        self.header = CdaHeader()
+    max_depth = 4
+    texts: frozenset[tuple[str, ...]] = frozenset()
+    max_text = 512
+
+    def __init__(self) -> None:
+        self.parser = pyexpat.ParserCreate(namespace_separator=_SEP)
+        self.parser.StartElementHandler = self._start
+        self.parser.EndElementHandler = self._end
+        self.parser.StartDoctypeDeclHandler = self._doctype
         self.path: list[str] = []
         self.depth = 0
         self.is_cda: bool | None = None
+        self._text: list[str] | None = None
+        self._text_len = 0
 
-    def start(self, name: str, attrs: dict[str, str]) -> None:
+    def walk(self, stream: BinaryIO) -> bool:
+        """Read ``stream`` to its end; whether it is a CDA. Raises :class:`NotWellFormed` with
+        expat's position (line and column, never content)."""
+        try:
+            while chunk := stream.read(CHUNK):
+                self.parser.Parse(chunk, False)
+            self.parser.Parse(b"", True)
+        except pyexpat.ExpatError as exc:
+            reason = pyexpat.ErrorString(exc.code)
+            raise NotWellFormed(f"{reason} at line {exc.lineno}, column {exc.offset}") from None
+        return bool(self.is_cda)
+
+    def pick(self, path: tuple[str, ...], attrs: dict[str, str]) -> None:
+        """An element at ``path`` (below ClinicalDocument) and its attributes."""
+
+    def keep_text(self, path: tuple[str, ...], text: str | None) -> None:
+        """The text of an element whose path is in ``texts``."""
+
+    def _start(self, name: str, attrs: dict[str, str]) -> None:
         self.depth += 1
         if self.depth == 1:
             self.is_cda = name == _ROOT
@@ -100,23 +134,45 @@ class _Collector:
                 self.parser.StartElementHandler = None
                 self.parser.EndElementHandler = None
                 return
-        if self.depth <= 4:
+        if self.depth <= self.max_depth:
             self.path.append(name.removeprefix(_V3) if name.startswith(_V3) else "?" + name)
-            self._pick(tuple(self.path[1:]), attrs)
+            path = tuple(self.path[1:])
+            self.pick(path, attrs)
+            if path in self.texts:
+                self._text, self._text_len = [], 0
+                self.parser.CharacterDataHandler = self._characters
 
-    def end(self, name: str) -> None:
-        if self.depth <= 4:
+    def _characters(self, data: str) -> None:
+        if self._text is not None and self._text_len < self.max_text:
+            self._text.append(data[: self.max_text - self._text_len])
+            self._text_len += len(data)
+
+    def _end(self, name: str) -> None:
+        if self.depth <= self.max_depth:
+            path = tuple(self.path[1:])
+            if path in self.texts and self._text is not None:
+                self.keep_text(path, " ".join("".join(self._text).split()) or None)
+                self._text = None
+                self.parser.CharacterDataHandler = None
             self.path.pop()
         self.depth -= 1
 
-    def start_doctype(self, *args: object) -> None:
+    def _doctype(self, *args: object) -> None:
         raise NotWellFormed("XML with a document type declaration is refused")
 
-    def _pick(self, path: tuple[str, ...], attrs: dict[str, str]) -> None:
+
+class _Collector(HeaderWalker):
+    """The attributes the server compares with the metadata (no text at all)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.header = CdaHeader()
+
+    def pick(self, path: tuple[str, ...], attrs: dict[str, str]) -> None:
         h = self.header
         match path:
             case ("id",) if h.id is None:
-                h.id = _instance_id(attrs)
+                h.id = instance_id(attrs)
             case ("code",) if h.code is None:
                 h.code = CodedValue(attrs.get("code"), attrs.get("codeSystem"))
             case ("effectiveTime",) if h.effective_time is None:
@@ -128,11 +184,11 @@ class _Collector:
             case ("templateId",) if len(h.template_ids) < MAX_IDS and attrs.get("root"):
                 h.template_ids.append(attrs["root"])
             case ("recordTarget", "patientRole", "id") if len(h.patient_ids) < MAX_IDS:
-                ii = _instance_id(attrs)
+                ii = instance_id(attrs)
                 if ii:
                     h.patient_ids.append(ii)
             case ("author", "assignedAuthor", "id") if len(h.author_ids) < MAX_IDS:
-                ii = _instance_id(attrs)
+                ii = instance_id(attrs)
                 if ii:
                     h.author_ids.append(ii)
             case ("component", ("structuredBody" | "nonXMLBody") as body) if h.body is None:
@@ -147,17 +203,7 @@ def read_header(path: Path) -> CdaHeader | None:
 
     Raises :class:`NotWellFormed` with expat's message (line and column, never content).
     """
-    parser = pyexpat.ParserCreate(namespace_separator=_SEP)
-    collector = _Collector(parser)
-    parser.StartElementHandler = collector.start
-    parser.EndElementHandler = collector.end
-    parser.StartDoctypeDeclHandler = collector.start_doctype
+    collector = _Collector()
     with open(path, "rb") as f:
-        try:
-            while chunk := f.read(CHUNK):
-                parser.Parse(chunk, False)
-            parser.Parse(b"", True)
-        except pyexpat.ExpatError as exc:
-            reason = pyexpat.ErrorString(exc.code)
-            raise NotWellFormed(f"{reason} at line {exc.lineno}, column {exc.offset}") from None
-    return collector.header if collector.is_cda else None
+        is_cda = collector.walk(f)
+    return collector.header if is_cda else None

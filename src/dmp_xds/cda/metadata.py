@@ -43,15 +43,13 @@ saying why; the producer fills it from elsewhere (a sidecar file) or reports it.
 
 from __future__ import annotations
 
-import pyexpat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
 from ..metadata.model import Author, Code
-from ..namespaces import HL7V3
 from .consistency import IHE_FORMAT_SCHEME, UNSTRUCTURED_FORMATS
-from .header import CHUNK, InstanceId, NotWellFormed
+from .header import HeaderWalker, InstanceId, instance_id
 from .times import ts_to_utc
 
 MAX_TEXT = 512
@@ -176,9 +174,6 @@ _SD_NAMES = {
 }
 _CONFIDENTIALITY_NAMES = {"N": "Normal", "R": "Restreint", "V": "Très restreint"}
 
-_SEP = " "
-_V3 = HL7V3 + _SEP
-_ROOT = _V3 + "ClinicalDocument"
 _TEXTS = frozenset(
     {
         ("title",),
@@ -276,11 +271,6 @@ class EntryMetadata:
     notes: dict[str, str] = field(default_factory=dict)
 
 
-def _ii(attrs: dict[str, str]) -> InstanceId | None:
-    root = attrs.get("root")
-    return InstanceId(root, attrs.get("extension") or None) if root else None
-
-
 def _code(attrs: dict[str, str]) -> Code | None:
     code, system = attrs.get("code"), attrs.get("codeSystem")
     if not code or not system:
@@ -288,57 +278,22 @@ def _code(attrs: dict[str, str]) -> Code | None:
     return Code(code, system, attrs.get("displayName") or None)
 
 
-class _Collector:
-    """expat handlers: follow the path of the first levels, pick attributes, catch a few texts."""
+class _Collector(HeaderWalker):
+    """Attributes down to the deepest path we read, and a few texts (title, names)."""
 
-    def __init__(self, parser: pyexpat.XMLParserType) -> None:
-        self.parser = parser
+    max_depth = _MAX_DEPTH
+    texts = _TEXTS
+    max_text = MAX_TEXT
+
+    def __init__(self) -> None:
+        super().__init__()
         self.facts = CdaFacts()
-        self.path: list[str] = []
-        self.depth = 0
-        self.is_cda: bool | None = None
-        self.text: list[str] | None = None
-        self.text_len = 0
 
-    def start(self, name: str, attrs: dict[str, str]) -> None:
-        self.depth += 1
-        if self.depth == 1:
-            self.is_cda = name == _ROOT
-            if not self.is_cda:
-                self.parser.StartElementHandler = None
-                self.parser.EndElementHandler = None
-                return
-        if self.depth <= _MAX_DEPTH:
-            self.path.append(name.removeprefix(_V3) if name.startswith(_V3) else "?" + name)
-            path = tuple(self.path[1:])
-            self._pick(path, attrs)
-            if path in _TEXTS:
-                self.text, self.text_len = [], 0
-                self.parser.CharacterDataHandler = self.characters
-
-    def characters(self, data: str) -> None:
-        if self.text is not None and self.text_len < MAX_TEXT:
-            self.text.append(data[: MAX_TEXT - self.text_len])
-            self.text_len += len(data)
-
-    def end(self, name: str) -> None:
-        if self.depth <= _MAX_DEPTH:
-            path = tuple(self.path[1:])
-            if path in _TEXTS and self.text is not None:
-                self._keep_text(path, " ".join("".join(self.text).split()) or None)
-                self.text = None
-                self.parser.CharacterDataHandler = None
-            self.path.pop()
-        self.depth -= 1
-
-    def start_doctype(self, *args: object) -> None:
-        raise NotWellFormed("XML with a document type declaration is refused")
-
-    def _pick(self, path: tuple[str, ...], attrs: dict[str, str]) -> None:
+    def pick(self, path: tuple[str, ...], attrs: dict[str, str]) -> None:
         f = self.facts
         match path:
             case ("id",) if f.id is None:
-                f.id = _ii(attrs)
+                f.id = instance_id(attrs)
             case ("code",) if f.code is None:
                 f.code = _code(attrs)
             case ("effectiveTime",) if f.effective_time is None:
@@ -350,7 +305,7 @@ class _Collector:
             case ("templateId",) if len(f.template_ids) < MAX_REPEATS and attrs.get("root"):
                 f.template_ids.append(attrs["root"])
             case ("recordTarget", "patientRole", "id") if len(f.patient.ids) < MAX_REPEATS:
-                if ii := _ii(attrs):
+                if ii := instance_id(attrs):
                     f.patient.ids.append(ii)
             case ("recordTarget", "patientRole", "patient", "administrativeGenderCode"):
                 f.gender = f.gender or attrs.get("code")
@@ -361,17 +316,17 @@ class _Collector:
             case ("author", "functionCode") if f.authors:
                 f.authors[-1].role = f.authors[-1].role or _code(attrs)
             case ("author", "assignedAuthor", "id") if f.authors:
-                if (ii := _ii(attrs)) and len(f.authors[-1].person.ids) < MAX_REPEATS:
+                if (ii := instance_id(attrs)) and len(f.authors[-1].person.ids) < MAX_REPEATS:
                     f.authors[-1].person.ids.append(ii)
             case ("author", "assignedAuthor", "code") if f.authors:
                 f.authors[-1].specialty = f.authors[-1].specialty or _code(attrs)
             case ("author", "assignedAuthor", "representedOrganization", "id") if f.authors:
-                if (ii := _ii(attrs)) and len(f.authors[-1].organisation_ids) < MAX_REPEATS:
+                if (ii := instance_id(attrs)) and len(f.authors[-1].organisation_ids) < MAX_REPEATS:
                     f.authors[-1].organisation_ids.append(ii)
             case ("legalAuthenticator",) if f.legal_authenticator is None:
                 f.legal_authenticator = _Person()
             case ("legalAuthenticator", "assignedEntity", "id") if f.legal_authenticator:
-                if (ii := _ii(attrs)) and len(f.legal_authenticator.ids) < MAX_REPEATS:
+                if (ii := instance_id(attrs)) and len(f.legal_authenticator.ids) < MAX_REPEATS:
                     f.legal_authenticator.ids.append(ii)
             case ("documentationOf", "serviceEvent", "code") if len(f.event_codes) < MAX_REPEATS:
                 if code := _code(attrs):
@@ -402,7 +357,7 @@ class _Collector:
             case ("component", "nonXMLBody", "text") if f.body_media_type is None:
                 f.body_media_type = attrs.get("mediaType") or "text/plain"
 
-    def _keep_text(self, path: tuple[str, ...], text: str | None) -> None:
+    def keep_text(self, path: tuple[str, ...], text: str | None) -> None:
         f = self.facts
         person: _Person | None = None
         if path[0] == "title":
@@ -428,26 +383,16 @@ class _Collector:
 def read_cda(source: Path | BinaryIO) -> CdaFacts:
     """One pass over the document at ``source`` (a path or a binary stream).
 
-    Raises :class:`NotWellFormed` (syntax error, document type declaration) with expat's
+    Raises :class:`.header.NotWellFormed` (syntax error, document type declaration) with expat's
     position, never content, and :class:`NotCda` for other well-formed XML.
     """
-    parser = pyexpat.ParserCreate(namespace_separator=_SEP)
-    collector = _Collector(parser)
-    parser.StartElementHandler = collector.start
-    parser.EndElementHandler = collector.end
-    parser.StartDoctypeDeclHandler = collector.start_doctype
-    stream = open(source, "rb") if isinstance(source, Path) else source  # noqa: SIM115
-    try:
-        while chunk := stream.read(CHUNK):
-            parser.Parse(chunk, False)
-        parser.Parse(b"", True)
-    except pyexpat.ExpatError as exc:
-        reason = pyexpat.ErrorString(exc.code)
-        raise NotWellFormed(f"{reason} at line {exc.lineno}, column {exc.offset}") from None
-    finally:
-        if isinstance(source, Path):
-            stream.close()
-    if not collector.is_cda:
+    collector = _Collector()
+    if isinstance(source, Path):
+        with open(source, "rb") as stream:
+            is_cda = collector.walk(stream)
+    else:
+        is_cda = collector.walk(source)
+    if not is_cda:
         raise NotCda("the root element is not an HL7 CDA R2 ClinicalDocument")
     return collector.facts
 
@@ -626,5 +571,5 @@ def derive(facts: CdaFacts) -> EntryMetadata:
 
 def metadata_of(source: Path | BinaryIO) -> EntryMetadata:
     """Read a CDA document and derive its DocumentEntry metadata (hash and size excluded: the
-    caller knows the bytes). Raises :class:`NotWellFormed` or :class:`NotCda`."""
+    caller knows the bytes). Raises :class:`.header.NotWellFormed` or :class:`NotCda`."""
     return derive(read_cda(source))
