@@ -59,6 +59,20 @@ def _failure(payload: etree._Element, action: str, code: str) -> Reply:
     return Reply(payload, action=action, status=v.RESPONSE_FAILURE, error_codes=[code])
 
 
+def _registration_refused(
+    interaction: str,
+    header: h.Header,
+    wrapper: etree._Element,
+    action: str,
+    error: h.Hl7Error | RecordError,
+) -> Reply:
+    """The AE answer of a record creation or revision (TD1.1, TD1.2/1.3b/1.4)."""
+    root = h.message(interaction, header, wrapper)
+    h.acknowledgement(root, header, "AE", (error.code, str(error)))
+    h.control_act(root, header.reason)
+    return _failure(wrapper, action, error.code)
+
+
 def _canonical(ii: h.InstanceId) -> str:
     return PatientId(ii.extension or "", ii.root).canonical
 
@@ -302,11 +316,9 @@ class PatientService:
                     objects.append(f"authorisation:{principal.name_id}")
                 call.audit_success(conn, objects)
         except (h.Hl7Error, RecordError) as error:
-            code, text = error.code, str(error)
-            root = h.message("PRPA_IN201313UV02", header, wrapper)
-            h.acknowledgement(root, header, "AE", (code, text))
-            h.control_act(root, header.reason)
-            return _failure(wrapper, dv.GDP_ADD_RESPONSE, code)
+            return _registration_refused(
+                "PRPA_IN201313UV02", header, wrapper, dv.GDP_ADD_RESPONSE, error
+            )
         root = h.message("PRPA_IN201312UV02", header, wrapper)
         h.acknowledgement(root, header, "AA")
         event, patient = h.registration_event(h.control_act(root, dv.CREATION))
@@ -357,11 +369,9 @@ class PatientService:
                     )
                 call.audit_success(conn, ["record"])
         except (h.Hl7Error, RecordError) as error:
-            code, text = error.code, str(error)
-            root = h.message("PRPA_IN201316UV02", header, wrapper)
-            h.acknowledgement(root, header, "AE", (code, text))
-            h.control_act(root, header.reason)
-            return _failure(wrapper, dv.GDP_REVISE_RESPONSE, code)
+            return _registration_refused(
+                "PRPA_IN201316UV02", header, wrapper, dv.GDP_REVISE_RESPONSE, error
+            )
         root = h.message("PRPA_IN201315UV02", header, wrapper)
         h.acknowledgement(root, header, "AA")
         event, patient = h.registration_event(h.control_act(root, header.reason))
