@@ -232,7 +232,7 @@ class Application:
                 facts["status"] = (
                     reply.status or reply.payload.get("status") or _nested_status(reply.payload)
                 )
-                if not call.audited:
+                if call.audit_event is None:
                     # Before the answer leaves: no unaudited read (a failure here is a
                     # fault). The event commits with the read's transaction.
                     event = AuditEvent(
@@ -247,7 +247,7 @@ class Application:
                     record(db, event)
                     db.commit()
                     self.auditor.export(event, request.payload)
-                elif call.audit_event is not None:
+                else:
                     self.auditor.export(call.audit_event, request.payload)  # committed
             response = soap_response(
                 request.version,

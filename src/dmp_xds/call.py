@@ -33,8 +33,9 @@ class Call:
     remote_addr: str | None = None
     # Identifiers of what the call touched (entryUUIDs, document uniqueIds) for the trail.
     audit_objects: list[str] = field(default_factory=list)
-    audited: bool = False  # the handler recorded the event in its own transaction
-    audit_event: AuditEvent | None = None  # that event (exported once the handler returns)
+    # The event a write recorded in its own transaction (exported once the handler returns);
+    # None: the application records the call's event itself.
+    audit_event: AuditEvent | None = None
     # The request's one database connection (app.py checks it out after authentication's
     # transport checks and returns it before the answer is sent).
     db: Connection | None = None
@@ -69,7 +70,6 @@ class Call:
             remote_addr=self.remote_addr,
         )
         record(conn, self.audit_event)
-        self.audited = True
 
     @property
     def payload(self) -> etree._Element:

@@ -6,7 +6,7 @@ import pytest
 
 from dmp_xds.errors import ErrorCode
 from dmp_xds.metadata.datatypes import PatientId
-from dmp_xds.policy.patient import query_errors, same_patient, submission_errors, visible
+from dmp_xds.policy.patient import query_errors, same_patient, submission_errors
 
 INS = "1.2.250.1.213.1.4.10"
 ME = PatientId("1234567890123", INS)
@@ -31,7 +31,6 @@ def test_same_patient(value, same) -> None:
 
 def test_nobody_authorised_matches_nothing() -> None:
     assert not same_patient(None, f"1234567890123^^^&{INS}&ISO")
-    assert not visible(None, f"1234567890123^^^&{INS}&ISO")
 
 
 def test_submission_errors_name_each_object() -> None:

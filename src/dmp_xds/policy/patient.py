@@ -95,8 +95,3 @@ def _readable(value: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-def visible(authorised: PatientId | None, owner: str | None) -> bool:
-    """May an object whose patient is ``owner`` be returned to this caller?"""
-    return same_patient(authorised, owner)

@@ -176,7 +176,7 @@ class RegistryService:
                 found = run_stored_query(conn, req, self.max_query_results)
                 if not any(p in req.params for p in patient_policy.PATIENT_PARAMETERS):
                     # Get* queries name objects: another patient's are left out, as if absent.
-                    found = _visible(conn, found, call)
+                    found = _visible(conn, found, gate, call)
                 # Documents the caller may not see are left out too, and so are associations
                 # that would reveal them.
                 found = _shown(conn, gate, found, search, call)
@@ -284,23 +284,19 @@ def change_errors(gate: RecordGate, plan: UpdatePlan) -> list[XdsError]:
     return errors
 
 
-def _visible(conn: Connection, found: list[Found], call: Call) -> list[Found]:
-    """The objects of ``found`` that belong to the VIHF's patient."""
+def _visible(conn: Connection, found: list[Found], gate: RecordGate, call: Call) -> list[Found]:
+    """The objects of ``found`` that belong to the VIHF's patient (the gate's record)."""
     if not found:
         return found
-    loc, patient = t.object_locator, t.patient
+    loc = t.object_locator
     owners = dict(
         conn.execute(
-            select(loc.c.entry_uuid, patient.c.patient_id)
-            .join(patient, patient.c.patient_key == loc.c.patient_key)
-            .where(loc.c.entry_uuid.in_({f.entry_uuid for f in found}))
+            select(loc.c.entry_uuid, loc.c.patient_key).where(
+                loc.c.entry_uuid.in_({f.entry_uuid for f in found})
+            )
         ).all()
     )
-    kept = [
-        f
-        for f in found
-        if patient_policy.visible(call.authorised_patient, owners.get(f.entry_uuid))
-    ]
+    kept = [f for f in found if owners.get(f.entry_uuid) == gate.patient_key]
     if len(kept) != len(found):
         call.log["hidden"] = len(found) - len(kept)
     return kept
