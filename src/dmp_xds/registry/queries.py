@@ -747,8 +747,8 @@ QUERIES: dict[str, StoredQuery] = {
 }
 
 
-def run_stored_query(conn: Connection, req: QueryRequest, limit: int) -> list[Found]:
-    """Check the parameters of ``req`` and run it; errors raise :class:`XdsFailure`."""
+def stored_query_for(req: QueryRequest) -> StoredQuery:
+    """The stored query ``req`` names, or :class:`XdsFailure` (XDSUnknownStoredQuery)."""
     query = QUERIES.get(req.query_id)
     if query is None:
         raise XdsFailure(
@@ -758,7 +758,20 @@ def run_stored_query(conn: Connection, req: QueryRequest, limit: int) -> list[Fo
                 "AdhocQuery/@id",
             )
         )
-    errors = check_params(req, query.params, query.one_of)
+    return query
+
+
+def parameter_errors(req: QueryRequest) -> list[XdsError]:
+    """What the stored query ``req`` names refuses in its parameters (none for an unknown
+    query: :func:`stored_query_for` says that)."""
+    query = QUERIES.get(req.query_id)
+    return check_params(req, query.params, query.one_of) if query else []
+
+
+def run_stored_query(conn: Connection, req: QueryRequest, limit: int) -> list[Found]:
+    """Check the parameters of ``req`` and run it; errors raise :class:`XdsFailure`."""
+    query = stored_query_for(req)
+    errors = parameter_errors(req)
     if errors:
         raise XdsFailure(errors)
     return query.run(conn, req, limit)

@@ -23,8 +23,8 @@ from ..policy.access import Search
 from ..policy.updates import UnsupportedChange, metadata_operations, status_operation
 from ..soap.envelope import splice_point
 from . import tables as t
-from .queries import QUERIES, Found, run_stored_query
-from .query_params import QueryRequest, check_params, read_query_request
+from .queries import Found, parameter_errors, stored_query_for
+from .query_params import QueryRequest, read_query_request
 from .register import as_urn, register
 from .remove import read_remove_request, remove_objects
 from .update import UpdatePlan, apply_update, plan_update
@@ -155,10 +155,11 @@ class RegistryService:
             if errors or req is None:
                 raise XdsFailure(errors)
             call.log["query"] = req.query_id
+            problems = parameter_errors(req)  # the request's own errors come first
             # Find*/GetAll must name the VIHF's patient (policy/patient.py).
             mismatch = patient_policy.query_errors(call.authorised_patient, req.params)
             if mismatch:
-                raise XdsFailure(_parameter_errors(req) + mismatch)  # every error at once
+                raise XdsFailure(problems + mismatch)  # every error at once
             if req.return_type not in ("LeafClass", "ObjectRef"):
                 raise XdsFailure(
                     XdsError(
@@ -167,13 +168,12 @@ class RegistryService:
                         "ResponseOption/@returnType",
                     )
                 )
-            problems = _parameter_errors(req)  # the request's own errors come first
             if problems:
                 raise XdsFailure(problems)
             with call.reading() as conn:
                 gate = RecordGate.load(conn, call.principal, self.rules)  # type: ignore[arg-type]
                 search = _search_allowed(gate, req, call)
-                found = run_stored_query(conn, req, self.max_query_results)
+                found = stored_query_for(req).run(conn, req, self.max_query_results)
                 if not any(p in req.params for p in patient_policy.PATIENT_PARAMETERS):
                     # Get* queries name objects: another patient's are left out, as if absent.
                     found = _visible(conn, found, gate, call)
@@ -191,12 +191,6 @@ class RegistryService:
             )
         except XdsFailure as failure:
             return Reply(adhoc_query_response((), failure.errors))
-
-
-def _parameter_errors(req: QueryRequest) -> list[XdsError]:
-    """What the stored query itself would also have refused in ``req``."""
-    query = QUERIES.get(req.query_id)
-    return check_params(req, query.params, query.one_of) if query else []
 
 
 def admit_feed(conn: Connection, call: Call, rules: Rules) -> None:
