@@ -20,12 +20,13 @@ from typing import Any
 from lxml import etree
 from sqlalchemy import Connection, select
 
+from ..call import Call
 from ..errors import ErrorCode, XdsError, XdsFailure
 from ..metadata import vocabulary as v
 from ..metadata.ebrim import rim, slot_values
 from ..policy import access
 from ..policy.access import Actor, Decision, Document, Record, Refusal, Search
-from ..policy.facts import actor_of, document_of
+from ..policy.facts import actor_of, document_of, person_id
 from ..policy.habilitations import Habilitations, load_habilitations
 from ..policy.rights import RightsMatrix, load_matrix
 from ..registry import tables as t
@@ -64,10 +65,13 @@ def refusal(decision: Decision, location: str, patient_id: str = "") -> XdsError
     return XdsError(_CODES[decision.refusal], message, location)
 
 
-def require(decision: Decision, location: str, patient_id: str = "") -> None:
-    """Raise the refusal of ``decision`` (nothing when it allows)."""
+def require(decision: Decision, location: str, call: Call) -> None:
+    """Raise the refusal of ``decision`` (nothing when it allows), its reason noted on the
+    call's log line."""
     if not decision:
-        raise XdsFailure(refusal(decision, location, patient_id))
+        call.log["refused"] = decision.reason
+        patient = call.principal.patient.canonical if call.principal else ""
+        raise XdsFailure(refusal(decision, location, patient))
 
 
 def author_institutions(ebrim: str) -> list[str]:
@@ -146,7 +150,7 @@ class RecordGate:
         are decided one by one."""
         key = None
         if search is Search.METADATA:
-            own = any(p.split("^", 1)[0] == self.actor.person_id for p in row.author_persons)
+            own = any(person_id(p) == self.actor.person_id for p in row.author_persons)
             key = (row.status, tuple(row.confidentiality_codes), row.type_code, own)
             if key in self._shapes:
                 return self._shapes[key]

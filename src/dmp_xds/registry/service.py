@@ -198,18 +198,13 @@ def admit_feed(conn: Connection, call: Call, rules: Rules) -> None:
     principal = call.principal
     if principal is None:
         raise XdsFailure(XdsError(ErrorCode.DMP_ACCESS_DENIED, "no VIHF", "SubmitObjectsRequest"))
-    decision = RecordGate.load(conn, principal, rules).feed()
-    if not decision:
-        call.log["refused"] = decision.reason
-    require(decision, "SubmitObjectsRequest", principal.patient.canonical)
+    require(RecordGate.load(conn, principal, rules).feed(), "SubmitObjectsRequest", call)
 
 
 def _search_allowed(gate: RecordGate, req: QueryRequest, call: Call) -> Search:
     """TD3.1: may the caller search this record, and for what (metadata or references)."""
     decision, search = gate.search()
-    if not decision:
-        call.log["refused"] = decision.reason
-    require(decision, "AdhocQuery", call.principal.patient.canonical if call.principal else "")
+    require(decision, "AdhocQuery", call)
     if search is Search.REFERENCES and req.return_type != "ObjectRef":
         call.log["refused"] = "references only"
         raise XdsFailure(
@@ -247,7 +242,7 @@ def change_errors(gate: RecordGate, plan: UpdatePlan) -> list[XdsError]:
     for new in plan.versions:
         try:
             operations = metadata_operations(
-                (c.split("^^", 1)[0] for c in new.previous.confidentiality_codes),
+                gate.document(new.previous).confidentiality,
                 (c.code for c in new.doc.confidentiality_codes),
             )
         except UnsupportedChange as exc:

@@ -23,7 +23,7 @@ from ..metadata.ebrim import parse_submission, registry_response, set_slot
 from ..metadata.model import DocumentEntry
 from ..metadata.validation import validate_submission
 from ..namespaces import LCM, XDSB
-from ..patients.gate import RecordGate, Rules, refusal
+from ..patients.gate import RecordGate, Rules, require
 from ..policy import patient as patient_policy
 from ..registry import tables as t
 from ..registry.queries import DOCUMENT_FACT_COLUMNS
@@ -253,15 +253,12 @@ class RepositoryService:
     def _reader(self, conn: Connection, call: Call, response: etree._Element) -> RecordGate | None:
         """TD3.2: the caller may read this record (else the refusal is in ``response``)."""
         gate = RecordGate.load(conn, call.principal, self.rules)  # type: ignore[arg-type]
-        decision = gate.consult()
-        if decision:
-            return gate
-        call.log["refused"] = decision.reason
-        patient = call.principal.patient.canonical if call.principal else ""
-        response.append(
-            registry_response([refusal(decision, "RetrieveDocumentSetRequest", patient)])
-        )
-        return None
+        try:
+            require(gate.consult(), "RetrieveDocumentSetRequest", call)
+        except XdsFailure as failure:
+            response.append(registry_response(failure.errors))
+            return None
+        return gate
 
     def _locate(self, conn: Connection, patient_key: int | None, unique_id: str) -> Row | None:
         """The latest metadata version of one of the patient's documents (its status and
