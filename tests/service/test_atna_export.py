@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import requests
 from lxml import etree
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 
 from dmp_xds.client.xds import SoapFaultError, XdsClient
 from dmp_xds.metadata import vocabulary as v
@@ -33,6 +33,7 @@ from tests.conftest import (
 )
 from tests.fixtures.metadata import Doc, new_patient_id, submit_objects_request
 from tests.fixtures.records import open_record
+from tests.fixtures.trail import trail_rows
 
 HEADER = re.compile(
     rb"<85>1 (?P<when>\S+) (?P<host>\S+) dmp-xds (?P<pid>\d+) IHE\+RFC-3881 - \xef\xbb\xbf"
@@ -158,13 +159,6 @@ def find(pid: str) -> dict[str, object]:
     return {"$XDSDocumentEntryPatientId": pid, "$XDSDocumentEntryStatus": [v.APPROVED]}
 
 
-def db_events(engine: Engine, pid: str) -> list:
-    with engine.connect() as conn:
-        return conn.execute(
-            text("SELECT * FROM audit_event WHERE patient_id = :p ORDER BY event_id"), {"p": pid}
-        ).all()
-
-
 # --- plain TCP ------------------------------------------------------------------------------------
 
 
@@ -214,7 +208,7 @@ def test_every_event_reaches_the_collector(
     )
     urgent.stored_query(v.FIND_DOCUMENTS, find(pid))
 
-    trail = db_events(engine, pid)
+    trail = trail_rows(engine, patient_id=pid)
     assert len(trail) == 4
     records = tcp_collector.wait_for(
         lambda got: sum(about(pid)(message_of(r, schema)) for r in got) >= len(trail)
@@ -377,7 +371,7 @@ def test_collector_down_nothing_waits_then_it_catches_up(
             timings.append(time.perf_counter() - started)
             assert found.status == "Success"
         assert max(timings) < 2.0, timings
-        assert len(db_events(engine, pid)) == 10  # the trail has everything
+        assert len(trail_rows(engine, patient_id=pid)) == 10  # the trail has everything
         # One message held by the sender, three queued: the other six were dropped, counted.
         dropped = metric(srv, "dropped")
         assert dropped >= 6

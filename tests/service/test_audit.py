@@ -13,16 +13,8 @@ from dmp_xds.metadata import vocabulary as v
 from dmp_xds.metadata.datatypes import parse_patient_id
 from tests.conftest import REPOSITORY_UNIQUE_ID
 from tests.fixtures.metadata import Doc, new_patient_id, submit_objects_request
+from tests.fixtures.trail import trail_rows
 from tests.service.test_transport import envelope, post
-
-
-def events(engine, **where: str) -> list:
-    clauses = " AND ".join(f"{k} = :{k}" for k in where)
-    with engine.connect() as conn:
-        return conn.execute(
-            text(f"SELECT * FROM audit_event WHERE {clauses} ORDER BY event_id"),  # noqa: S608
-            where,
-        ).all()
 
 
 def test_every_transaction_is_traced(client: XdsClient, patient_id: str, engine) -> None:
@@ -41,7 +33,7 @@ def test_every_transaction_is_traced(client: XdsClient, patient_id: str, engine)
     entry_uuid = found.objects[0].get("id")
     assert client.retrieve([(REPOSITORY_UNIQUE_ID, doc.unique_id)]).status == "Success"
 
-    trail = events(engine, patient_id=pid)
+    trail = trail_rows(engine, patient_id=pid)
     assert [(e.transaction, e.outcome) for e in trail] == [
         ("ITI-41", "success"),
         ("ITI-18", "success"),
@@ -65,7 +57,7 @@ def test_failed_write_leaves_a_failure_event_and_nothing_else(client_for, engine
         submit_objects_request(unknown, [Doc(b"x")]), {"Document01": b"x"}
     )
     assert result.status == "Failure"
-    [event] = events(engine, patient_id=parse_patient_id(unknown).canonical)
+    [event] = trail_rows(engine, patient_id=parse_patient_id(unknown).canonical)
     assert (event.transaction, event.outcome) == ("ITI-41", "failure")
     assert event.error_codes == ["XDSUnknownPatientId"]
     assert event.objects == []
@@ -75,11 +67,11 @@ def test_refused_and_malformed_calls_are_traced(server, engine, client_for, pati
     unsigned = client_for(patient_id, vihf={"signer": None})
     with pytest.raises(SoapFaultError):
         unsigned.stored_query(v.FIND_DOCUMENTS, {"$XDSDocumentEntryPatientId": patient_id})
-    refused = events(engine, outcome="refused", action=v.ACTION_STORED_QUERY)
+    refused = trail_rows(engine, outcome="refused", action=v.ACTION_STORED_QUERY)
     assert refused and refused[-1].actor_id is None and refused[-1].detail
 
     response = post(server, envelope("<x>"))
-    [fault] = events(engine, request_id=response.headers["X-Request-Id"])
+    [fault] = trail_rows(engine, request_id=response.headers["X-Request-Id"])
     assert fault.outcome == "fault" and fault.transaction == "unknown"
     assert "<x>" not in (fault.detail or "")
 
@@ -104,5 +96,5 @@ def test_request_id_links_answer_and_event(server, engine) -> None:
         headers={"Content-Type": "application/soap+xml"},
         timeout=10,
     )
-    [event] = events(engine, request_id=response.headers["X-Request-Id"])
+    [event] = trail_rows(engine, request_id=response.headers["X-Request-Id"])
     assert event.outcome == "fault"

@@ -30,6 +30,7 @@ from tests.conftest import Server
 from tests.fixtures.cli import run_cli
 from tests.fixtures.metadata import new_patient_id
 from tests.fixtures.records import open_record, professional_actor
+from tests.fixtures.trail import trail_rows
 
 TR = "urn:dmp-xds:traces:1"
 NS = {"tr": TR}
@@ -140,20 +141,11 @@ def scene(server: Server, test_pki: TestPki, engine: Engine) -> Scene:
     return Scene(pid, key)
 
 
-def rows(engine: Engine, **where: str) -> list:
-    clauses = " AND ".join(f"{k} = :{k}" for k in where)
-    with engine.connect() as conn:
-        return conn.execute(
-            text(f"SELECT * FROM audit_event WHERE {clauses} ORDER BY event_id"),  # noqa: S608
-            where,
-        ).all()
-
-
 # --- emergency accesses in the trail and the security log -------------------------------------
 
 
 def test_emergency_accesses_are_flagged_with_their_motive(scene, engine, server, test_pki):
-    trail = rows(engine, patient_id=scene.patient_id)
+    trail = trail_rows(engine, patient_id=scene.patient_id)
     flagged = [(r.actor_id, r.access_mode, r.access_motive) for r in trail if r.emergency]
     assert flagged == [
         (test_pki.professional("sage-femme").name_id, "bris_de_glace", MOTIVE),
@@ -350,7 +342,7 @@ def test_paging_and_dates(tr, scene) -> None:
 def test_trace_calls_are_audited(tr, scene, engine, test_pki) -> None:
     ok = tr.call(scene.patient_id, "medecin")
     refused = tr.call(scene.patient_id, "medecin", authentication_mode="INDIRECTE")
-    mine = rows(engine, patient_id=scene.patient_id, transaction="DMP-TRACES")
+    mine = trail_rows(engine, patient_id=scene.patient_id, transaction="DMP-TRACES")
     outcomes = {(r.outcome, tuple(r.error_codes), tuple(r.objects)) for r in mine}
     assert ("success", (), ("trail:record",)) in outcomes
     assert ("failure", (DENIED,), ()) in outcomes
@@ -420,7 +412,7 @@ def test_operator_exports_a_patients_trail(scene, database_url, engine, test_pki
         "trail", "--patient", scene.patient_id, "--since", "2999-01-01", database_url=database_url
     )
     assert json.loads(later.stdout)["events"] == []
-    exports = rows(engine, patient_id=scene.patient_id, transaction="TRAIL-EXPORT")
+    exports = trail_rows(engine, patient_id=scene.patient_id, transaction="TRAIL-EXPORT")
     assert [e.objects for e in exports] == [
         [f"events:{len(events)}"],
         [f"events:{len(table)}"],
