@@ -32,7 +32,7 @@ from ..policy.rights import RightsMatrix, load_matrix
 from ..registry import tables as t
 from ..registry.queries import DOCUMENT_FACT_COLUMNS
 from ..security.principal import Principal
-from .authorisations import access_facts
+from .authorisations import AccessFacts, access_facts
 from .records import CLOSED
 
 
@@ -63,6 +63,31 @@ def refusal(decision: Decision, location: str, patient_id: str = "") -> XdsError
     if decision.refusal is Refusal.NO_RECORD and patient_id:
         message = f"{patient_id}: {decision.reason}"
     return XdsError(_CODES[decision.refusal], message, location)
+
+
+def record_of(facts: AccessFacts | None) -> Record:
+    """What access policy needs of the record and the caller's standing on it (a block wins
+    over an authorisation); no facts: no record."""
+    if facts is None or facts.record_status is None:
+        return Record(exists=False)
+    if facts.blocked:
+        authorisation = access.Authorisation.BLOCKED
+    elif facts.authorised:
+        authorisation = access.Authorisation.AUTHORISED
+    else:
+        authorisation = access.Authorisation.NONE
+    return Record(
+        closed=facts.record_status == CLOSED,
+        authorisation=authorisation,
+        opposes_break_glass=facts.opposition_bris_de_glace,
+        opposes_emergency_access=facts.opposition_acces_urgence,
+    )
+
+
+def caller_of(principal: Principal, facts: AccessFacts | None = None) -> Actor:
+    """The matrix actor of a VIHF: the médecin traitant when the record's facts say so."""
+    mt = principal.name_id if facts is not None and facts.medecin_traitant else None
+    return actor_of(principal, medecin_traitant=mt)
 
 
 def require(decision: Decision, location: str, call: Call) -> None:
@@ -100,21 +125,7 @@ class RecordGate:
         facts = access_facts(
             conn, principal.patient.canonical, principal.name_id, principal.structure_id
         )
-        mt = principal.name_id if facts.medecin_traitant else None
-        if facts.blocked:
-            authorisation = access.Authorisation.BLOCKED
-        elif facts.authorised:
-            authorisation = access.Authorisation.AUTHORISED
-        else:
-            authorisation = access.Authorisation.NONE
-        record = Record(
-            exists=facts.record_status is not None,
-            closed=facts.record_status == CLOSED,
-            authorisation=authorisation,
-            opposes_break_glass=facts.opposition_bris_de_glace,
-            opposes_emergency_access=facts.opposition_acces_urgence,
-        )
-        return cls(actor_of(principal, medecin_traitant=mt), record, rules, facts.patient_key)
+        return cls(caller_of(principal, facts), record_of(facts), rules, facts.patient_key)
 
     # --- decisions on the record ----------------------------------------------------------------
     def feed(self) -> Decision:

@@ -38,6 +38,7 @@ from ..security.principal import Principal
 from . import authorisations as auth
 from . import hl7v3 as h
 from . import vocabulary as dv
+from .gate import caller_of, record_of
 from .records import (
     Record,
     RecordError,
@@ -94,7 +95,7 @@ def _matching(ids: list[h.InstanceId], patient: PatientId) -> h.InstanceId:
     )
 
 
-def actor_of(principal: Principal) -> auth.Actor:
+def authorisation_actor(principal: Principal) -> auth.Actor:
     """The calling professional as an authorisation names it (TD1.6 fields)."""
     profession, specialty = principal.profession, principal.specialty
     prefix = "G15_" if profession.system == policy_facts.PROFESSION_SYSTEM else ""
@@ -112,33 +113,12 @@ def actor_of(principal: Principal) -> auth.Actor:
     )
 
 
-def _policy_record(facts: auth.AccessFacts | None) -> policy.Record:
-    """What access policy needs of the record and the caller's standing on it."""
-    if facts is None or facts.record_status is None:
-        return policy.Record(exists=False)
-    standing = (
-        policy.Authorisation.BLOCKED
-        if facts.blocked
-        else policy.Authorisation.AUTHORISED
-        if facts.authorised
-        else policy.Authorisation.NONE
-    )
-    return policy.Record(
-        closed=facts.record_status != "open",
-        authorisation=standing,
-        opposes_break_glass=facts.opposition_bris_de_glace,
-        opposes_emergency_access=facts.opposition_acces_urgence,
-    )
-
-
 def _caller(call: Call, facts: auth.AccessFacts | None = None) -> policy.Actor:
-    """The matrix actor of the call (the médecin traitant when the record says so); a call
-    without a verified principal is refused (only a hand-built Call has none)."""
-    principal = call.principal
-    if principal is None:
+    """The matrix actor of the call; a call without a verified principal is refused (only a
+    hand-built Call has none)."""
+    if call.principal is None:
         raise RecordError(dv.DMP_ACCESS_DENIED, "no authenticated caller")
-    mt = principal.name_id if facts is not None and facts.medecin_traitant else None
-    return policy_facts.actor_of(principal, medecin_traitant=mt)
+    return caller_of(call.principal, facts)
 
 
 def _facts(conn: Connection, call: Call, patient_id: str) -> auth.AccessFacts:
@@ -210,7 +190,7 @@ class PatientService:
             _enforce(
                 call,
                 policy.manage_record(
-                    _caller(call, facts), _policy_record(facts), transaction, self.matrix
+                    _caller(call, facts), record_of(facts), transaction, self.matrix
                 ),
             )
         except (h.Hl7Error, RecordError) as error:
@@ -311,7 +291,10 @@ class PatientService:
                 objects = ["record"]
                 if principal is not None:
                     auth.authorise(
-                        conn, record.patient_key, actor_of(principal), by=principal.name_id
+                        conn,
+                        record.patient_key,
+                        authorisation_actor(principal),
+                        by=principal.name_id,
                     )
                     objects.append(f"authorisation:{principal.name_id}")
                 call.audit_success(conn, objects)
@@ -350,7 +333,7 @@ class PatientService:
                     call,
                     policy.manage_record(
                         _caller(call, facts),
-                        _policy_record(facts),
+                        record_of(facts),
                         _REVISIONS[header.reason],
                         self.matrix,
                         attached_to_mes=current is not None and current.ens_attached,
@@ -412,13 +395,13 @@ class PatientService:
             blocking = action in ("BLOCAGE", "DEBLOCAGE")
             target = _target(call.payload) if blocking else None
             patient = _vihf_patient(call).canonical
-            me = actor_of(principal)
+            me = authorisation_actor(principal)
             with call.writing() as conn:
                 facts = _facts(conn, call, patient)
                 _enforce(
                     call,
                     policy.manage_record(
-                        _caller(call, facts), _policy_record(facts), transaction, self.matrix
+                        _caller(call, facts), record_of(facts), transaction, self.matrix
                     ),
                 )
                 record = _open_record(conn, patient)
@@ -479,7 +462,7 @@ class PatientService:
                     call,
                     policy.manage_record(
                         _caller(call, facts),
-                        _policy_record(facts),
+                        record_of(facts),
                         policy.RecordTransaction.LIST_AUTHORISATIONS,
                         self.matrix,
                     ),
