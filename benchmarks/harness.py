@@ -27,11 +27,10 @@ import requests
 from sqlalchemy import Connection, text
 
 from dmp_xds.client.vihf import VihfHeaders
-from dmp_xds.patients import authorisations as auth
 from dmp_xds.patients import vocabulary as dv
-from dmp_xds.patients.records import Identity, Oppositions, create_record
 from dmp_xds.registry.database import EmbeddedPostgres, make_engine, migrate
 from dmp_xds.security.pki import PROFESSIONALS, TestPki
+from tests.fixtures.records import open_record
 
 # Every benchmark client acts as this physician of the test PKI, authorised on every record,
 # in reinforced indirect mode (AIR): it may submit, search and read (policy/access.py).
@@ -188,9 +187,7 @@ def _status_kib(pid: int, field: str) -> int:
 
 def open_patient(conn: Connection, patient_id: str) -> None:
     """Open the patient's DMP record and authorise the benchmark's physician."""
-    record = create_record(conn, patient_id, Identity(), Oppositions(), consent=True, by="bench")
-    actor = auth.Actor(auth.PROFESSIONAL, READER_ID, dv.PS_ID_TYPE)
-    auth.authorise(conn, record.patient_key, actor, by="benchmark")
+    open_record(conn, patient_id, authorised=(READER,))
 
 
 def open_all_records(database_url: str) -> int:
