@@ -76,7 +76,7 @@ def test_verify_reports_corrupt_and_missing_documents(
     missing_key = store.put_bytes(docs[1].content).sha256
     path = store.path_of(corrupt_key)
     path.chmod(0o640)  # stored blobs are read-only
-    path.write_bytes(b"X" + docs[0].content[1:])
+    path.write_bytes(bytes([docs[0].content[0] ^ 0xFF]) + docs[0].content[1:])  # always differs
     store.delete(missing_key)
     try:
         found = dmp_xds(server, database_url, "verify")
