@@ -96,6 +96,18 @@ def test_other_xml_is_not_cda(tmp_path: Path, doc: str) -> None:
             "</nonXMLBody></component></ClinicalDocument>",
             "mismatched tag",
         ),
+        # ... and deep in a structured body, which expat checks once the walker has detached.
+        (
+            f"<ClinicalDocument {V3}><id root='1'/><component><structuredBody><component>"
+            "<section><text><b>x</i></text></section></component></structuredBody></component>"
+            "</ClinicalDocument>",
+            "mismatched tag",
+        ),
+        (
+            f"<ClinicalDocument {V3}><component><structuredBody/></component>"
+            "<!DOCTYPE x></ClinicalDocument>",
+            "not well-formed",
+        ),
     ],
 )
 def test_not_well_formed(tmp_path: Path, doc: str, reason: str) -> None:

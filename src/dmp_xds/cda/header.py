@@ -11,8 +11,10 @@ at a few kilobytes whatever the size; time is linear (about 0.1 s for 50 MB).
 
 The pass goes to the end of the document rather than stopping at the body, because the verdict
 "this ``text/xml`` is well-formed XML" is part of what is checked (see
-:mod:`dmp_xds.cda.consistency`). The same hardening rule as the SOAP layer applies: any document
-type declaration is refused, so no entity can be declared, let alone expanded or fetched.
+:mod:`dmp_xds.cda.consistency`); but once a walker has what it wants (the header ends where the
+body starts) its Python handlers are detached, so the body is checked by expat alone, in C.
+The same hardening rule as the SOAP layer applies: any document type declaration is refused,
+so no entity can be declared, let alone expanded or fetched.
 """
 
 from __future__ import annotations
@@ -125,20 +127,30 @@ class HeaderWalker:
     def keep_text(self, path: tuple[str, ...], text: str | None) -> None:
         """The text of an element whose path is in ``texts``."""
 
+    def complete(self) -> bool:
+        """Whether everything wanted has been seen: the rest of the document is then only
+        checked for well-formedness (no Python call per element)."""
+        return False
+
+    def _detach(self) -> None:
+        self.parser.StartElementHandler = None
+        self.parser.EndElementHandler = None
+        self.parser.CharacterDataHandler = None
+
     def _start(self, name: str, attrs: dict[str, str]) -> None:
         self.depth += 1
         if self.depth == 1:
             self.is_cda = name == _ROOT
             if not self.is_cda:
-                # Nothing to collect: the rest is only checked for well-formedness.
-                self.parser.StartElementHandler = None
-                self.parser.EndElementHandler = None
+                self._detach()  # nothing to collect
                 return
         if self.depth <= self.max_depth:
             self.path.append(name.removeprefix(_V3) if name.startswith(_V3) else "?" + name)
             path = tuple(self.path[1:])
             self.pick(path, attrs)
-            if path in self.texts:
+            if self.complete():
+                self._detach()
+            elif path in self.texts:
                 self._text, self._text_len = [], 0
                 self.parser.CharacterDataHandler = self._characters
 
@@ -195,6 +207,14 @@ class _Collector(HeaderWalker):
                 h.body = body
             case ("component", "nonXMLBody", "text") if h.body_media_type is None:
                 h.body_media_type = attrs.get("mediaType") or "text/plain"
+
+    def complete(self) -> bool:
+        # The body is the last child of ClinicalDocument (CDA R2 schema): once it starts,
+        # the header is over; a nonXMLBody's media type is its first element.
+        body = self.header.body
+        return body == "structuredBody" or (
+            body == "nonXMLBody" and self.header.body_media_type is not None
+        )
 
 
 def read_header(path: Path) -> CdaHeader | None:
