@@ -81,14 +81,20 @@ class Checked:
     existing: dict[str, Existing]
 
 
-def submission_patient_key(conn: Connection, sub: Submission, errors: list[XdsError]) -> int | None:
+def submission_patient_key(
+    conn: Connection, sub: Submission, errors: list[XdsError], known: int | None = None
+) -> int | None:
     """The registry key of the SubmissionSet's patient; XDSUnknownPatientId added to
-    ``errors`` when the registry does not know it (a malformed id is validation's to report)."""
+    ``errors`` when the registry does not know it (a malformed id is validation's to report).
+
+    ``known``: the key the record gate already read for the VIHF's patient, which the
+    submission must name (policy/patient.py reports it otherwise), so it is not looked up again.
+    """
     ss = sub.submission_sets[0] if sub.submission_sets else None
     if ss is None or not ss.patient_id:
         return None
     try:
-        key = patient_key(conn, ss.patient_id)
+        key = known if known is not None else patient_key(conn, ss.patient_id)
     except ValueError:
         return None
     if key is None:
@@ -105,14 +111,21 @@ def submission_patient_key(conn: Connection, sub: Submission, errors: list[XdsEr
     return key
 
 
-def check(conn: Connection, sub: Submission, prior_errors: Sequence[XdsError] = ()) -> Checked:
+def check(
+    conn: Connection,
+    sub: Submission,
+    prior_errors: Sequence[XdsError] = (),
+    *,
+    patient_key: int | None = None,
+) -> Checked:
     """The checks that need the registry's state, added to ``prior_errors`` (the metadata
-    validation's), so that a submitter gets every problem in one answer.
+    validation's), so that a submitter gets every problem in one answer. ``patient_key``: the
+    VIHF patient's, when the record gate has read it (see :func:`submission_patient_key`).
 
     Raises :class:`XdsFailure` when anything is wrong.
     """
     errors = list(prior_errors)
-    key = submission_patient_key(conn, sub, errors)
+    key = submission_patient_key(conn, sub, errors, patient_key)
     errors += check_unique_ids(conn, sub)
     existing = check_references(conn, sub, key, errors)
     if errors or key is None:
@@ -161,9 +174,15 @@ def write(
     _touch_folders(conn, key, sub, checked.existing, submission_time)
 
 
-def register(conn: Connection, sub: Submission, prior_errors: Sequence[XdsError] = ()) -> None:
+def register(
+    conn: Connection,
+    sub: Submission,
+    prior_errors: Sequence[XdsError] = (),
+    *,
+    patient_key: int | None = None,
+) -> None:
     """ITI-42: check and write in the caller's transaction."""
-    write(conn, check(conn, sub, prior_errors))
+    write(conn, check(conn, sub, prior_errors, patient_key=patient_key))
 
 
 def check_unique_ids(conn: Connection, sub: Submission) -> list[XdsError]:

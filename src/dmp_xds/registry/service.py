@@ -87,8 +87,8 @@ class RegistryService:
             errors += patient_policy.submission_patient_errors(call.authorised_patient, sub)
             errors += validate_submission(sub, registry_side=True)
             with call.writing() as conn:
-                admit_feed(conn, call, self.rules)
-                register(conn, sub, prior_errors=errors)
+                key = admit_feed(conn, call, self.rules)
+                register(conn, sub, prior_errors=errors, patient_key=key)
                 call.audit_success(conn, [o.id for o in sub.objects()])
             call.log["documents"] = len(sub.documents)
             return Reply(registry_response())
@@ -193,12 +193,16 @@ class RegistryService:
             return Reply(adhoc_query_response((), failure.errors))
 
 
-def admit_feed(conn: Connection, call: Call, rules: Rules) -> None:
-    """ITI-41/42: the VIHF's patient has an open record this caller may feed (TD2.1)."""
+def admit_feed(conn: Connection, call: Call, rules: Rules) -> int:
+    """ITI-41/42: the VIHF's patient has an open record this caller may feed (TD2.1); return
+    the patient's registry key, which the gate has read."""
     principal = call.principal
     if principal is None:
         raise XdsFailure(XdsError(ErrorCode.DMP_ACCESS_DENIED, "no VIHF", "SubmitObjectsRequest"))
-    require(RecordGate.load(conn, principal, rules).feed(), "SubmitObjectsRequest", call)
+    gate = RecordGate.load(conn, principal, rules)
+    require(gate.feed(), "SubmitObjectsRequest", call)
+    assert gate.patient_key is not None  # a record exists, or feed() refused
+    return gate.patient_key
 
 
 def _search_allowed(gate: RecordGate, req: QueryRequest, call: Call) -> Search:

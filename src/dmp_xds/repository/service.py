@@ -158,8 +158,8 @@ class RepositoryService:
             errors += validate_submission(sub, registry_side=False)
             call.log["documents"] = len(sub.documents)
             with call.writing() as conn:
-                admit_feed(conn, call, self.rules)
-                checked = check(conn, sub, errors)
+                key = admit_feed(conn, call, self.rules)
+                checked = check(conn, sub, errors, patient_key=key)
                 keys = {}
                 # Keeps `dmp-xds gc` off these bytes until the entries referencing them commit.
                 hold_for_write(conn, [part.sha256 for part in contents.values()])
