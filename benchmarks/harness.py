@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import http.client
 import json
 import multiprocessing
 import os
@@ -22,11 +23,13 @@ from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import requests
 from sqlalchemy import Connection, text
 
 from dmp_xds.client.vihf import VihfHeaders
+from dmp_xds.client.xds import XdsClient
 from dmp_xds.patients import vocabulary as dv
 from dmp_xds.registry.database import EmbeddedPostgres, make_engine, migrate
 from dmp_xds.security.pki import PROFESSIONALS, TestPki
@@ -217,6 +220,83 @@ def open_all_records(database_url: str) -> int:
         conn.execute(text("ANALYZE dmp_record, dmp_authorisation"))
     engine.dispose()
     return opened
+
+
+# -- prepared requests: what a client sends, built (and its VIHF signed) before the clock starts --
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """One HTTP request our client would send: path, Content-Type and body."""
+
+    path: str
+    content_type: str
+    body: bytes
+
+
+class _Captured(Exception):
+    pass
+
+
+class _CaptureAdapter(requests.adapters.BaseAdapter):
+    """Keeps what the client would have sent instead of sending it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent: list[Prepared] = []
+
+    def send(self, request: requests.PreparedRequest, **kw: Any) -> requests.Response:
+        body = request.body
+        data = body if isinstance(body, bytes) else b"".join(body)  # type: ignore[arg-type]
+        self.sent.append(Prepared(request.path_url, request.headers["Content-Type"], data))
+        raise _Captured
+
+    def close(self) -> None:
+        pass
+
+
+def capture(calls: Sequence[Callable[[XdsClient], object]]) -> list[Prepared]:
+    """Run each ``call(client)`` against a capturing transport; return the requests, each with
+    the VIHF the client signed for it (a fresh assertion id each, valid for minutes)."""
+    adapter = _CaptureAdapter()
+    for call in calls:
+        session = requests.Session()
+        session.mount("http://", adapter)
+        with contextlib.suppress(_Captured):
+            call(XdsClient("http://bench.invalid", session=session))
+    return adapter.sent
+
+
+def post_prepared(
+    url: str, prepared: Sequence[Prepared], seconds: float, accept: Callable[[bytes], bool]
+) -> list[float]:
+    """POST ``prepared`` in turn, for at most ``seconds``; the latency of each (request sent to
+    answer read in full). Each answer must be HTTP 200 and satisfy ``accept``. The client's
+    only work is the HTTP exchange, so nearly all of a shared machine's CPU goes to the
+    server."""
+    target = urlsplit(url)
+    connection = http.client.HTTPConnection(target.hostname, target.port, timeout=600)
+    samples: list[float] = []
+    deadline = time.perf_counter() + seconds
+    for request in prepared:
+        if time.perf_counter() >= deadline:
+            break
+        started = time.perf_counter()
+        connection.request(
+            "POST", request.path, request.body, {"Content-Type": request.content_type}
+        )
+        answer = connection.getresponse()
+        body = answer.read()
+        samples.append(time.perf_counter() - started)
+        if answer.status != 200 or not accept(body):
+            raise AssertionError(f"HTTP {answer.status}: {body[:1000]!r}")
+    connection.close()
+    return samples
+
+
+def succeeded(body: bytes) -> bool:
+    """An XDS answer whose (first) RegistryResponse says Success."""
+    return b"ResponseStatusType:Success" in body
 
 
 def vihf(pki: TestPki, patient_id: str) -> VihfHeaders:

@@ -16,7 +16,6 @@ Prints the per-request wall time without the profiler, then the profile's top fu
 from __future__ import annotations
 
 import argparse
-import contextlib
 import cProfile
 import functools
 import io
@@ -28,58 +27,24 @@ import time
 from pathlib import Path
 from typing import Any
 
-import requests
 from sqlalchemy import text
 
 from dmp_xds.client.xds import XdsClient
 from dmp_xds.metadata import vocabulary as v
 from dmp_xds.registry.database import make_engine, migrate
 
-from .harness import open_patient, vihf
+from .harness import Prepared, capture, open_patient, vihf
 
 REPOSITORY_UID = os.environ.get("DMP_XDS_REPOSITORY_UNIQUE_ID", "1.2.250.1.999.1.1.1")
 
 
-class _Captured(Exception):
-    pass
-
-
-class _CaptureAdapter(requests.adapters.BaseAdapter):
-    """Keeps what the client would have sent instead of sending it."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.sent: list[tuple[str, str, bytes]] = []
-
-    def send(self, request: requests.PreparedRequest, **kw: Any) -> requests.Response:
-        body = request.body
-        data = body if isinstance(body, bytes) else b"".join(body)  # type: ignore[arg-type]
-        self.sent.append((request.path_url, request.headers["Content-Type"], data))
-        raise _Captured
-
-    def close(self) -> None:
-        pass
-
-
-def capture(calls: list[Any]) -> list[tuple[str, str, bytes]]:
-    """Run each ``call(client)`` against the capturing adapter; return the requests."""
-    adapter = _CaptureAdapter()
-    for call in calls:
-        session = requests.Session()
-        session.mount("http://", adapter)
-        client = XdsClient("http://bench.invalid", session=session)
-        with contextlib.suppress(_Captured):
-            call(client)
-    return adapter.sent
-
-
-def wsgi_call(app: Any, path: str, content_type: str, body: bytes) -> bytes:
+def wsgi_call(app: Any, request: Prepared) -> bytes:
     environ = {
         "REQUEST_METHOD": "POST",
-        "PATH_INFO": path,
-        "CONTENT_TYPE": content_type,
-        "CONTENT_LENGTH": str(len(body)),
-        "wsgi.input": io.BytesIO(body),
+        "PATH_INFO": request.path,
+        "CONTENT_TYPE": request.content_type,
+        "CONTENT_LENGTH": str(len(request.body)),
+        "wsgi.input": io.BytesIO(request.body),
         "wsgi.url_scheme": "http",
         "SERVER_NAME": "127.0.0.1",
         "SERVER_PORT": "80",
@@ -98,7 +63,7 @@ def _requests(
     database_url: str,
     *,
     documents: int = 1000,
-) -> list[tuple[str, str, bytes]]:
+) -> list[Prepared]:
     engine = make_engine(database_url, pool_size=1)
     calls = []
     if kind in ("find", "get"):
@@ -169,7 +134,7 @@ def _requests(
 
 def _retrieve_requests(
     app: Any, n: int, pki: Any, database_url: str, size: int, stored: int = 8
-) -> list[tuple[str, str, bytes]]:
+) -> list[Prepared]:
     """Store ``stored`` documents of ``size`` random bytes for one patient (through the app),
     then capture ``n`` ITI-43 requests for them in turn."""
     from tests.fixtures.metadata import Doc, new_patient_id, submit_objects_request
@@ -186,7 +151,7 @@ def _retrieve_requests(
         client.provide_and_register(submit_objects_request(patient, [d]), {"Document01": d.content})
 
     for request in capture([functools.partial(provide, d=d) for d in docs]):
-        wsgi_call(app, *request)
+        wsgi_call(app, request)
 
     def retrieve(client: XdsClient, uid: str) -> None:
         client.header_factory = vihf(pki, patient)
@@ -224,16 +189,16 @@ def main(argv: list[str]) -> int:
             sent = _requests(args.kind, args.n * 2, pki, database_url, documents=args.documents)
         warm, measured = sent[: args.n], sent[args.n :]
         for req in warm[: max(1, args.n // 2)]:
-            wsgi_call(app, *req)
+            wsgi_call(app, req)
         times = []
         for req in warm[args.n // 2 :]:
             started = time.perf_counter()
-            wsgi_call(app, *req)
+            wsgi_call(app, req)
             times.append(time.perf_counter() - started)
         profile = cProfile.Profile()
         profile.enable()
         for req in measured:
-            wsgi_call(app, *req)
+            wsgi_call(app, req)
         profile.disable()
     if args.save:
         profile.dump_stats(args.save)

@@ -3,15 +3,21 @@ signed VIHF per call) from 1, 8 and 32 client processes, against 1 and 2 gunicor
 in the same run, the floor our cost is compared with.
 
     python -m benchmarks submit [--seconds 10] [--clients 1,8,32] [--workers 1,2] [--floor-n 300]
+                                [--prepared 4000]
 
-Per row: client latency (signing the VIHF included, as a real client pays it), throughput over
-the clients' own window (they start together behind a barrier once imported; process start-up
-is not counted), the server's own duration per request (the request log's ``duration_ms``),
-and the CPU the server spent per submission, split between gunicorn (our Python) and PostgreSQL
-(every process of the local server: backends, WAL writer...). ``cpu_capacity_per_s`` is the
-rate that CPU cost allows on all of this machine's cores if the clients ran elsewhere: on a
-shared 2-core machine the clients (RSA signing ~1.7 ms per call) take a large share of the CPU,
-so the measured rate understates the server.
+By default the clients build and sign their submissions (``--prepared`` in all, each with its
+own VIHF assertion, valid for minutes) before the window opens and then only send them: on a
+shared 2-core machine, a client that builds, signs (RSA, ~1.7 ms) and packs each call itself
+takes about 6 ms of CPU per submission from the server it measures. ``--prepared 0`` measures
+that way too (latency then includes the client's signing, as a live client pays it).
+
+Per row: client latency, throughput over the clients' own window (they start together behind a
+barrier once ready; process start-up and preparation are not counted; ``window_s`` is shorter
+than ``--seconds`` when the prepared submissions ran out), the server's own duration per
+request (the request log's ``duration_ms``), and the CPU the server spent per submission, split
+between gunicorn (our Python) and PostgreSQL (every process of the local server: backends, WAL
+writer...). ``cpu_capacity_per_s`` is the rate that CPU cost allows on all of this machine's
+cores if nothing else ran on them.
 
 The floor, measured in process on the same machine and database, is the irreducible work of
 one submission, each step timed alone (median):
@@ -54,7 +60,18 @@ from dmp_xds.client.xds import XdsClient
 from dmp_xds.metadata.datatypes import parse_patient_id
 from dmp_xds.registry.database import make_engine
 
-from .harness import BenchServer, database, drive, report, server, summarise, vihf
+from .harness import (
+    BenchServer,
+    capture,
+    database,
+    drive,
+    post_prepared,
+    report,
+    server,
+    succeeded,
+    summarise,
+    vihf,
+)
 
 PNR = "ProvideAndRegisterDocumentSet-b"
 FLOOR_MARK = "benchmarks.submit floor"
@@ -63,40 +80,62 @@ FLOOR_MARK = "benchmarks.submit floor"
 # -- clients -------------------------------------------------------------------------------------
 
 
-def _submit_one(client: XdsClient, pki: Any, patient: str) -> float:
+def _submission(pki: Any, patient: str) -> Callable[[XdsClient], Any]:
+    """One ITI-41 of a fresh 20 KB CDA for ``patient``, as a call on a client (the VIHF is
+    signed when the call runs)."""
     from tests.fixtures.metadata import submit_objects_request
 
     from .cda20k import cda_doc_of_size
 
     doc = cda_doc_of_size(patient, 20_000)
-    client.header_factory = vihf(pki, patient)
     request = submit_objects_request(patient, [doc])
+
+    def call(client: XdsClient) -> Any:
+        client.header_factory = vihf(pki, patient)
+        return client.provide_and_register(request, {"Document01": doc.content})
+
+    return call
+
+
+def _submit_one(client: XdsClient, pki: Any, patient: str) -> float:
+    submission = _submission(pki, patient)
     started = time.perf_counter()
-    result = client.provide_and_register(request, {"Document01": doc.content})
+    result = submission(client)
     elapsed = time.perf_counter() - started
     assert result.status.endswith("Success"), result.errors
     return elapsed
 
 
 def _worker(
-    start: Callable[[], object], url: str, pki_dir: str, patients: list[str], seconds: float
+    start: Callable[[], object],
+    url: str,
+    pki_dir: str,
+    patients: list[str],
+    seconds: float,
+    prepared: int,
 ) -> tuple[tuple[list[float], float], float, float]:
     """Submit for ``seconds`` once every client is ready; return the latencies and this
-    client's CPU seconds, and the wall-clock window of the calls."""
+    client's CPU seconds, and the wall-clock window of the calls.
+
+    With ``prepared`` > 0 the client builds and signs that many submissions before the
+    barrier and then only sends them (stopping early if they run out); otherwise it builds
+    and signs each one in the window, as a live client does."""
     from dmp_xds.security.pki import load_test_pki
 
     pki = load_test_pki(Path(pki_dir))
     client = XdsClient(url)
     _submit_one(client, pki, patients[0])  # connection, imports, first-call caches
+    ready = capture([_submission(pki, patients[i % len(patients)]) for i in range(prepared)])
     start()
     cpu = time.process_time()
     window_start = time.time()
+    if ready:
+        samples = post_prepared(url, ready, seconds, succeeded)
+        return (samples, time.process_time() - cpu), window_start, time.time()
     deadline = time.perf_counter() + seconds
-    samples: list[float] = []
-    n = 0
+    samples = []
     while time.perf_counter() < deadline:
-        samples.append(_submit_one(client, pki, patients[n % len(patients)]))
-        n += 1
+        samples.append(_submit_one(client, pki, patients[len(samples) % len(patients)]))
     return (samples, time.process_time() - cpu), window_start, time.time()
 
 
@@ -117,8 +156,9 @@ def warm_up(srv: BenchServer, pki: Any, workers: int, per_thread: int = 10) -> N
 
 
 def run(
-    srv: BenchServer, pki_dir: str, workers: int, clients: int, seconds: float
+    srv: BenchServer, pki_dir: str, workers: int, clients: int, seconds: float, prepared: int
 ) -> dict[str, object]:
+    """One setting; ``prepared``: submissions built beforehand, in all (0: live clients)."""
     from tests.fixtures.metadata import new_patient_id
 
     patients = [[new_patient_id() for _ in range(4)] for _ in range(clients)]
@@ -127,7 +167,10 @@ def run(
             srv.new_patient(pid)
     offset = srv.log_offset()
     app_cpu, pg_cpu = srv.cpu_s(), srv.postgres_cpu_s()
-    parts, window = drive(_worker, [(srv.url, pki_dir, group, seconds) for group in patients])
+    per_client = -(-prepared // clients)
+    parts, window = drive(
+        _worker, [(srv.url, pki_dir, group, seconds, per_client) for group in patients]
+    )
     app_cpu = srv.cpu_s() - app_cpu
     pg_cpu = None if pg_cpu is None else (srv.postgres_cpu_s() or 0) - pg_cpu
     samples = [s for part, _ in parts for s in part]
@@ -138,7 +181,9 @@ def run(
     return {
         "workers": workers,
         "clients": clients,
+        "clients_sign": "before" if prepared else "per call",
         **summarise(samples),
+        "window_s": window,
         "submissions_per_s": len(samples) / window,
         "server_median_ms": server_side["median_ms"],
         "server_p99_ms": server_side["p99_ms"],
@@ -176,26 +221,6 @@ def _timed_us(n: int, steps: Callable[[int], Callable[[], object]]) -> tuple[flo
         times.append(time.perf_counter() - started)
         cpu += time.process_time() - cpu_started
     return statistics.median(times) * 1e6, cpu * 1e6 / n
-
-
-def _captured_submission(pki: Any, patient: str) -> tuple[bytes, str, bytes]:
-    """The ITI-41 our client sends for ``patient`` (not sent): body, content type, and the
-    CDA it carries."""
-    from tests.fixtures.metadata import submit_objects_request
-
-    from .cda20k import cda_doc_of_size
-    from .profile_server import capture
-
-    doc = cda_doc_of_size(patient, 20_000)
-
-    def call(client: XdsClient) -> None:
-        client.header_factory = vihf(pki, patient)
-        client.provide_and_register(
-            submit_objects_request(patient, [doc]), {"Document01": doc.content}
-        )
-
-    [(_, content_type, body)] = capture([call])
-    return body, content_type, doc.content
 
 
 _SKIPPED_DEFAULTS = ("nextval(", "now()", "clock_timestamp()", "CURRENT_TIMESTAMP")
@@ -291,13 +316,13 @@ def measure_floor(srv: BenchServer, pki: Any, n: int) -> dict[str, Any]:
     srv.new_patient(patient)
 
     # One real submission: the rows it writes are the rows the floor's transaction copies.
-    body, content_type, cda = _captured_submission(pki, patient)
+    [request] = capture([_submission(pki, patient)])
+    body, content_type = request.body, request.content_type
     answer = requests.post(
         srv.url + "/xds/repository", data=body, headers={"Content-Type": content_type}, timeout=60
     )
     assert answer.ok and b"ResponseStatusType:Success" in answer.content, answer.content[:500]
-    root_xml, attachment = _mime_parts(body, content_type)
-    assert attachment == cda
+    root_xml, cda = _mime_parts(body, content_type)
 
     # parse
     parser = etree.XMLParser(resolve_entities=False, no_network=True)
@@ -407,6 +432,13 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--clients", default="1,8,32", help="comma-separated client counts")
     parser.add_argument("--workers", default="1,2", help="comma-separated gunicorn worker counts")
     parser.add_argument("--floor-n", type=int, default=300, help="repetitions of each floor step")
+    parser.add_argument(
+        "--prepared",
+        type=int,
+        default=4000,
+        help="submissions the clients build and sign before the window, in all (0: each "
+        "client builds and signs every call in the window, sharing the CPU with the server)",
+    )
     args = parser.parse_args(argv)
     from dmp_xds.security.pki import init_test_pki
 
@@ -421,7 +453,9 @@ def main(argv: list[str]) -> int:
                     if not floor:
                         floor = measure_floor(srv, pki, args.floor_n)
                     for clients in (int(c) for c in args.clients.split(",")):
-                        rows.append(run(srv, pki_dir, workers, clients, args.seconds))
+                        rows.append(
+                            run(srv, pki_dir, workers, clients, args.seconds, args.prepared)
+                        )
     floor_ms = floor["floor_us"] / 1000
     floor_cpu_ms = floor["floor_cpu_us"] / 1000 if floor["floor_cpu_us"] else None
     for row in rows:
