@@ -22,7 +22,7 @@ bigints: two keys equal modulo 2**32 only make one removal wait for the other's 
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, bindparam, func, select
 
 LOCK_CLASS = 0x7864_7370
 """Class id of patient-record locks (first key of the two-integer advisory lock form)."""
@@ -36,7 +36,11 @@ def _object_id(patient_key: int) -> int:
 
 def hold_for_write(conn: Connection, patient_key: int) -> None:
     """A submission's shared hold on the record, until ``conn``'s transaction ends."""
-    conn.execute(select(func.pg_advisory_xact_lock_shared(LOCK_CLASS, _object_id(patient_key))))
+    conn.execute(_HOLD_SHARED, {"key": _object_id(patient_key)})
+
+
+# Built once: every submission takes it.
+_HOLD_SHARED = select(func.pg_advisory_xact_lock_shared(LOCK_CLASS, bindparam("key")))
 
 
 def hold_for_removal(conn: Connection, patient_key: int) -> None:

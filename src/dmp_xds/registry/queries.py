@@ -17,9 +17,10 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from ..errors import ErrorCode, XdsError, XdsFailure
 from ..metadata import vocabulary as v
-from ..metadata.datatypes import dtm_key, parse_patient_id
+from ..metadata.datatypes import dtm_key
 from . import tables as t
 from .query_params import Param, QueryRequest, alternatives, and_groups, check_params, single
+from .register import patient_key
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,14 +57,10 @@ def _too_many(n: int, limit: int) -> None:
 
 
 def _patient_key(conn: Connection, req: QueryRequest, name: str) -> int | None:
-    value = single(req, name) or ""
     try:
-        canonical = parse_patient_id(value).canonical
+        return patient_key(conn, single(req, name) or "")
     except ValueError as exc:
         raise XdsFailure(XdsError(ErrorCode.REGISTRY_ERROR, f"{name}: {exc}", name)) from exc
-    return conn.execute(
-        select(t.patient.c.patient_key).where(t.patient.c.patient_id == canonical)
-    ).scalar_one_or_none()
 
 
 def _time_range(column: ColumnElement, req: QueryRequest, prefix: str) -> list[ColumnElement]:

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from lxml import etree
-from sqlalchemy import Connection, and_, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
 
@@ -46,10 +46,16 @@ def fragment(element: etree._Element) -> str:
 
 
 def patient_key(conn: Connection, patient_id: str) -> int | None:
+    """The registry key of a patient id (any CX form of it), None when unknown; raises
+    ValueError for a malformed id."""
     canonical = parse_patient_id(patient_id).canonical
-    return conn.execute(
-        select(t.patient.c.patient_key).where(t.patient.c.patient_id == canonical)
-    ).scalar_one_or_none()
+    return conn.execute(_PATIENT_KEY, {"patient_id": canonical}).scalar_one_or_none()
+
+
+# Built once: every call of every transaction looks a patient up.
+_PATIENT_KEY = select(t.patient.c.patient_key).where(
+    t.patient.c.patient_id == bindparam("patient_id")
+)
 
 
 def create_patient(conn: Connection, patient_id: str) -> tuple[int, bool]:
