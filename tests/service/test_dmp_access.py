@@ -13,6 +13,7 @@ not through the LPS web services (there is no patient VIHF).
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -244,7 +245,8 @@ def test_institution_certificate_finds_references_only(
     assert [o.get("id") for o in refs.objects] == [ours_uuid]
     read = institution.retrieve([(REPOSITORY_UNIQUE_ID, ours.unique_id)])
     assert read.error_codes == [DENIED]
-    # ... and it may delete its structure's document (note 9), not the physician's.
+    # ... and it may delete its structure's document (note 9); the physician's is one it
+    # cannot find, so for it that document does not exist.
     gone = institution.update(
         status_update(
             dossier.patient_id, ours_uuid, {"OriginalStatus": v.APPROVED, "NewStatus": v.DELETED}
@@ -257,7 +259,7 @@ def test_institution_certificate_finds_references_only(
             dossier.patient_id, plain_uuid, {"OriginalStatus": v.APPROVED, "NewStatus": v.DELETED}
         )
     )
-    assert "structure" in refused(kept)
+    assert plain_uuid in refused(kept, "UnresolvedReferenceException")
 
 
 # --- feeding -------------------------------------------------------------------------------
@@ -325,8 +327,12 @@ def test_masking_and_unmasking(client_for, dossier: Dossier) -> None:
     assert masked.status == "Success", masked.errors
     assert dossier.plain.unique_id not in found(nurse, dossier.patient_id)
     assert dossier.plain.unique_id in found(mt, dossier.patient_id)
-    # only the author (or the MT) unmasks (footnote 8); the nurse cannot even see it
-    assert "author" in refused(change_confidentiality(client_for, nurse, dossier, dossier.plain))
+    # only the author (or the MT) unmasks (footnote 8); the nurse cannot even see it, so
+    # for her it does not exist (test_changes_to_documents_one_cannot_find)
+    refused(
+        change_confidentiality(client_for, nurse, dossier, dossier.plain),
+        "XDSMetadataVersionError",
+    )
     unmasked = change_confidentiality(client_for, author, dossier, dossier.plain)
     assert unmasked.status == "Success", unmasked.errors
     assert dossier.plain.unique_id in found(nurse, dossier.patient_id)
@@ -349,6 +355,70 @@ def test_making_a_document_visible_to_the_patient(client_for, dossier: Dossier) 
         client_for, nurse, dossier, dossier.invisible, INVISIBLE_TO_PATIENT
     )
     refused(again, "XDSMetadataUpdateOperationError")
+
+
+def _unknown_answer(result, named: str) -> tuple[str, str]:
+    """The error of an ITI-57 naming a document it cannot find, with that document's id
+    replaced: what it must share with the answer for an id that exists nowhere."""
+    assert result.status == "Failure", result
+    [error] = result.errors
+    return error.code, error.context.replace(named, "<id>")
+
+
+def test_changes_to_documents_one_cannot_find(
+    client_for, dossier: Dossier, engine: Engine, unchanged
+) -> None:
+    """TD3.3 on a document the caller could not find (a search does not show it, it is not
+    theirs) is answered exactly as on a document that does not exist: no rights refusal
+    saying "only the author may", which would tell it exists. Nothing changes."""
+    author, nurse, stranger = (
+        as_(client_for, dossier, w) for w in ("medecin", "infirmier", "sage-femme")
+    )
+    masked = versions(author, dossier.masked)[-1]
+    plain = versions(author, dossier.plain)[-1]
+    nowhere = f"urn:uuid:{uuid.uuid4()}"
+    # new versions: unmasking or making visible a masked document, masking as a stranger
+    unknown_version = _unknown_answer(
+        nurse.update(
+            new_version(
+                dossier.patient_id,
+                Doc(dossier.plain.content, unique_id=dossier.plain.unique_id),
+                nowhere,
+            )
+        ),
+        nowhere,
+    )
+    assert unknown_version[0] == "XDSMetadataVersionError"
+    for client, doc, codes in (
+        (nurse, dossier.masked, ()),  # unmask
+        (nurse, dossier.masked, (MASKED,)),  # revise (another title would do the same)
+        (stranger, dossier.plain, (MASKED,)),  # mask: not authorised on the record
+    ):
+        entry = versions(author, doc)[-1]
+        lid = entry.get("lid") or entry.get("id")
+        answer = change_confidentiality(client_for, client, dossier, doc, *codes)
+        assert _unknown_answer(answer, lid) == unknown_version
+    # status updates: archiving or deleting what one cannot see
+    unknown_status = _unknown_answer(
+        nurse.update(
+            status_update(
+                dossier.patient_id, nowhere, {"OriginalStatus": v.APPROVED, "NewStatus": v.DELETED}
+            )
+        ),
+        nowhere,
+    )
+    assert unknown_status[0] == "UnresolvedReferenceException"
+    for client, entry in ((nurse, masked), (stranger, plain)):
+        answer = client.update(
+            status_update(
+                dossier.patient_id,
+                entry.get("id"),
+                {"OriginalStatus": v.DELETED, "NewStatus": v.APPROVED},  # wrong: not told
+            )
+        )
+        assert _unknown_answer(answer, entry.get("id")) == unknown_status
+    # the author's own document, masked or not, is the author's to change as ever
+    assert [h.get("status") for h in versions(author, dossier.masked)] == [v.APPROVED]
 
 
 def test_masking_is_refused_in_emergency_modes(client_for, dossier: Dossier, unchanged) -> None:

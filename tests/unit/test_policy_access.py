@@ -15,10 +15,12 @@ from dmp_xds.policy.access import (
     Mode,
     Record,
     RecordTransaction,
+    Refusal,
     change_document,
     consult_record,
     feed_record,
     find_patients,
+    finds,
     list_patients,
     manage_record,
     may,
@@ -155,9 +157,56 @@ def test_change_document(who: Actor, operation: str, document: Document, allowed
     assert change_document(who, AUTHORISED, document, operation).allowed is allowed
 
 
+@pytest.mark.parametrize(
+    ("who", "record", "document", "found"),
+    [
+        # what a search shows (consult the record, see the document)
+        (actor(), AUTHORISED, doc(), True),
+        (actor(), AUTHORISED, doc(v.APPROVED, MASQUE_PS), False),  # masked to others
+        (actor(), NOT_AUTHORISED, doc(), False),  # may not consult the record
+        (actor(), AUTHORISED, doc(v.DELETED), False),
+        (actor(Kind.MEDECIN_TRAITANT), NOT_AUTHORISED, doc(v.APPROVED, MASQUE_PS), True),
+        (actor(mode=Mode.BRIS_DE_GLACE), NOT_AUTHORISED, doc(), True),
+        # ... or what the actor answers for: its own documents, whatever the record says
+        (actor(person=AUTHOR), NOT_AUTHORISED, doc(v.APPROVED, MASQUE_PS), True),
+        (actor(person=AUTHOR), AUTHORISED, doc(v.DELETED), True),
+        # an institution or a CPE finds its structure's documents (by reference), no others
+        (actor(Kind.ETABLISSEMENT, structure=CLINIC), NOT_AUTHORISED, doc(), True),
+        (actor(Kind.CPE, structure=CLINIC), NOT_AUTHORISED, doc(), True),
+        (actor(Kind.ETABLISSEMENT), AUTHORISED, doc(), False),
+        (actor(Kind.CPE), AUTHORISED, doc(), False),
+    ],
+)
+def test_finds(who: Actor, record: Record, document: Document, found: bool) -> None:
+    decision = finds(who, record, document)
+    assert decision.allowed is found
+    if not found:
+        assert decision.refusal is Refusal.NOT_FOUND
+
+
+@pytest.mark.parametrize(
+    ("who", "operation", "document"),
+    [
+        (actor(Kind.PS), "unmask", doc(v.APPROVED, MASQUE_PS)),
+        (actor(), "make_visible_to_patient", doc(v.APPROVED, MASQUE_PS, INVISIBLE_PATIENT)),
+        (actor(), "mask", doc(v.DELETED)),
+        (actor(Kind.ETABLISSEMENT), "delete", doc()),
+        (actor(), "revise", doc(v.APPROVED, MASQUE_PS)),
+    ],
+)
+def test_changes_to_documents_the_actor_cannot_find(who: Actor, operation, document) -> None:
+    """Not a rights refusal, which would say that the document exists: not found."""
+    decision = change_document(who, AUTHORISED, document, operation)
+    assert not decision and decision.refusal is Refusal.NOT_FOUND
+
+
 def test_change_on_closed_or_blocked_records() -> None:
-    assert not change_document(actor(person=AUTHOR), CLOSED, doc(), "archive")
-    assert not change_document(actor(person=AUTHOR), BLOCKED, doc(), "archive")
+    """The record's gates come first, and say nothing about the document."""
+    for who in (actor(person=AUTHOR), actor()):
+        closed = change_document(who, CLOSED, doc(), "archive")
+        assert not closed and closed.refusal is Refusal.CLOSED
+        blocked = change_document(who, BLOCKED, doc(), "archive")
+        assert not blocked and blocked.refusal is Refusal.DENIED
 
 
 def test_matrix_cells_and_conditions() -> None:

@@ -83,6 +83,7 @@ class Refusal(StrEnum):
     NO_RECORD = "no_record"  # the patient has no DMP record
     CLOSED = "closed"  # the record is closed
     DENIED = "denied"  # the rights say no
+    NOT_FOUND = "not_found"  # a document the caller cannot find: answered as an unknown one
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +175,42 @@ def feed_record(actor: Actor, record: Record, matrix: RightsMatrix | None = None
     return may(actor, action, matrix)
 
 
+def _own(actor: Actor, doc: Document) -> Decision:
+    """Whether the actor answers for ``doc``: its author, or for an institution certificate or
+    a CPE card its structure (notes 8 and 9: the documents it may correct and delete)."""
+    kind = (
+        Condition.STRUCTURE_DOCUMENTS
+        if actor.kind in (Kind.ETABLISSEMENT, Kind.CPE)
+        else Condition.OWN_DOCUMENTS
+    )
+    return _condition_holds(kind, actor, doc)
+
+
+def finds(
+    actor: Actor,
+    record: Record,
+    doc: Document,
+    matrix: RightsMatrix | None = None,
+    habilitations: Habilitations | None = None,
+) -> Decision:
+    """Whether the actor could find ``doc`` at all: a search shows it (it may consult the
+    record and see the document), or it answers for it (:func:`_own`: an author knows its
+    documents, an institution or a CPE finds its structure's by reference, note 5).
+
+    A change naming a document the actor cannot find is refused with ``NOT_FOUND``, which the
+    registry answers exactly as for an unknown document: naming a document must reveal
+    nothing that a search would not.
+    """
+    if _own(actor, doc):
+        return ALLOW
+    seen = consult_record(actor, record, matrix)
+    if seen:
+        seen = see_document(actor, record, doc, matrix, habilitations)
+    if seen:
+        return ALLOW
+    return deny(f"this caller cannot find the document ({seen.reason})", Refusal.NOT_FOUND)
+
+
 def _condition_holds(condition: Condition | None, actor: Actor, doc: Document) -> Decision:
     if condition is Condition.OWN_DOCUMENTS and actor.person_id not in doc.author_ids:
         return deny("only the document's author may do this")
@@ -234,30 +271,37 @@ REVISE = "revise"  # a metadata update that is no TD3.3 operation (policy/update
 _STARRED = {"archive", "unarchive", "delete"}  # "*": a patient's document: MT only
 
 
+def change_record(actor: Actor, record: Record) -> Decision:
+    """The record's gates of any change (ITI-57), which the registry decides before it looks
+    up the documents a request names: a refusal here says nothing about them."""
+    gate = _record_gate(actor, record)
+    return gate if gate is not None else ALLOW
+
+
 def change_document(
     actor: Actor,
     record: Record,
     doc: Document,
     operation: str,
     matrix: RightsMatrix | None = None,
+    habilitations: Habilitations | None = None,
 ) -> Decision:
     """Masking, visibility, archiving and deletion of one document (TD3.3), or ``revise``:
     another metadata correction, which the matrix does not list; it is left to whoever
     submitted the document (its author, or the author's structure for an institution or a
-    CPE) provided it may still feed the record."""
-    gate = _record_gate(actor, record)
-    if gate is not None:
+    CPE) provided it may still feed the record. Either only on a document the actor can
+    find (:func:`finds`)."""
+    gate = change_record(actor, record)
+    if not gate:
         return gate
+    found = finds(actor, record, doc, matrix, habilitations)
+    if not found:
+        return found
     if operation == REVISE:
         fed = feed_record(actor, record, matrix)
         if not fed:
             return fed
-        kind = (
-            Condition.STRUCTURE_DOCUMENTS
-            if actor.kind in (Kind.ETABLISSEMENT, Kind.CPE)
-            else Condition.OWN_DOCUMENTS
-        )
-        return _condition_holds(kind, actor, doc)
+        return _own(actor, doc)
     if operation not in OPERATIONS:
         return deny(f"unknown operation {operation!r}")
     col = column(actor)

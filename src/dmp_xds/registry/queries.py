@@ -8,7 +8,7 @@ queries find the patient through the locator tables.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -105,6 +105,22 @@ DOCUMENT_FACT_COLUMNS = (
     t.document_entry.c.type_code,
     t.document_entry.c.ebrim,
 )
+
+
+def document_facts(
+    conn: Connection, key: int, entry_uuids: Collection[uuid.UUID]
+) -> dict[uuid.UUID, Any]:
+    """The :data:`DOCUMENT_FACT_COLUMNS` rows of some of a patient's DocumentEntries, in one
+    query (ids that are not the patient's DocumentEntries are left out)."""
+    if not entry_uuids:
+        return {}
+    de = t.document_entry
+    rows = conn.execute(
+        select(de.c.entry_uuid, *DOCUMENT_FACT_COLUMNS).where(
+            de.c.patient_key == key, de.c.entry_uuid.in_(list(entry_uuids))
+        )
+    )
+    return {row.entry_uuid: row for row in rows}
 
 
 def _columns(table: Table) -> tuple[ColumnElement, ...]:

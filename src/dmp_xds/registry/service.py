@@ -103,8 +103,11 @@ class RegistryService:
             errors += patient_policy.submission_patient_errors(call.authorised_patient, sub)
             errors += validate_submission(sub, registry_side=True, update=True)
             with call.writing() as conn:
-                plan = plan_update(conn, sub, errors)
                 gate = RecordGate.load(conn, call.principal, self.rules)  # type: ignore[arg-type]
+                # The record's gates first, then the documents: one the caller cannot find is
+                # answered as an unknown one (plan_update), the others as the rights say.
+                require(gate.change_record(), "SubmitObjectsRequest", call)
+                plan = plan_update(conn, sub, errors, gate.unknown)
                 denied = change_errors(gate, plan)
                 if denied:
                     call.log["refused"] = denied[0].message
