@@ -25,7 +25,13 @@ from dmp_xds.client.xds import XdsClient
 from dmp_xds.metadata import vocabulary as v
 from dmp_xds.patients import authorisations as auth
 from dmp_xds.patients.records import close_record
-from tests.conftest import REPOSITORY_UNIQUE_ID, schema_checked, start_server, stop_server
+from tests.conftest import (
+    REPOSITORY_UNIQUE_ID,
+    schema_checked,
+    snapshot,
+    start_server,
+    stop_server,
+)
 from tests.fixtures.metadata import (
     INVISIBLE_TO_PATIENT,
     MASKED,
@@ -426,6 +432,58 @@ def test_masking_is_refused_in_emergency_modes(client_for, dossier: Dossier, unc
     assert "TD3.3a_masquer" in refused(
         change_confidentiality(client_for, glass, dossier, dossier.plain, MASKED)
     )
+
+
+def test_oppositions_close_emergency_changes(client_for, engine: Engine, server) -> None:
+    """An emergency mode the patient opposed changes nothing in the record: archiving (which
+    the matrix allows a physician in break-glass and régulation), or an institution in
+    régulation looking up and deleting its own documents' references."""
+    open_ = make_dossier(engine, client_for)
+    closed = make_dossier(
+        engine, client_for, opposes_break_glass=True, opposes_emergency_access=True
+    )
+    ours = Doc(b"from the regulation centre", author_institution=STRUCTURE_XON)
+    institution = as_(client_for, closed, authentication_mode="INDIRECTE")
+    fed = institution.provide_and_register(
+        submit_objects_request(closed.patient_id, [ours]), {"Document01": ours.content}
+    )
+    assert fed.status == "Success", fed.errors
+    ours_uuid = versions(as_(client_for, closed), ours)[0].get("id")
+
+    def archive(dossier: Dossier, **vihf: object):
+        uuid_ = versions(as_(client_for, dossier), dossier.plain)[-1].get("id")
+        return as_(client_for, dossier, **vihf).update(
+            status_update(
+                dossier.patient_id, uuid_, {"OriginalStatus": v.APPROVED, "NewStatus": v.ARCHIVED}
+            )
+        )
+
+    def references(client: XdsClient):
+        return client.stored_query(
+            v.FIND_DOCUMENTS,
+            {
+                "$XDSDocumentEntryPatientId": closed.patient_id,
+                "$XDSDocumentEntryStatus": [v.APPROVED],
+            },
+            return_type="ObjectRef",
+        )
+
+    assert archive(open_, access_mode="bris_de_glace").status == "Success"
+    assert [o.get("id") for o in references(institution).objects] == [ours_uuid]
+    before = snapshot(engine, server.store_dir)
+    assert "opposed break-glass" in refused(archive(closed, access_mode="bris_de_glace"))
+    assert "opposed emergency" in refused(archive(closed, access_mode="centre_15"))
+    regulation = as_(client_for, closed, authentication_mode="INDIRECTE", access_mode="centre_15")
+    assert "opposed emergency" in refused(references(regulation))
+    gone = regulation.update(
+        status_update(
+            closed.patient_id, ours_uuid, {"OriginalStatus": v.APPROVED, "NewStatus": v.DELETED}
+        )
+    )
+    assert "opposed emergency" in refused(gone)
+    assert snapshot(engine, server.store_dir) == before
+    for doc in (closed.plain, ours):
+        assert [h.get("status") for h in versions(as_(client_for, closed), doc)] == [v.APPROVED]
 
 
 def test_archiving_and_deleting(client_for, dossier: Dossier) -> None:

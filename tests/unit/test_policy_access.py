@@ -200,6 +200,47 @@ def test_changes_to_documents_the_actor_cannot_find(who: Actor, operation, docum
     assert not decision and decision.refusal is Refusal.NOT_FOUND
 
 
+@pytest.mark.parametrize(
+    ("who", "record", "operation", "allowed", "reason"),
+    [
+        # the matrix lets these emergency modes archive (and delete their own documents)...
+        (actor(mode=Mode.CENTRE_15), NOT_AUTHORISED, "archive", True, "allowed"),
+        (actor(Kind.MEDECIN_TRAITANT, Mode.BRIS_DE_GLACE), NOT_AUTHORISED, "archive", True, ""),
+        (actor(Kind.PS, Mode.BRIS_DE_GLACE, AUTHOR), NOT_AUTHORISED, "delete", True, ""),
+        # ... unless the patient opposed that mode, own documents included
+        (actor(mode=Mode.CENTRE_15), OPPOSED, "archive", False, "opposed emergency"),
+        (
+            actor(Kind.MEDECIN_TRAITANT, Mode.BRIS_DE_GLACE),
+            OPPOSED,
+            "archive",
+            False,
+            "opposed break-glass",
+        ),
+        (actor(Kind.PS, Mode.BRIS_DE_GLACE, AUTHOR), OPPOSED, "delete", False, "break-glass"),
+        (actor(Kind.PS, Mode.BRIS_DE_GLACE, AUTHOR), OPPOSED, "revise", False, "break-glass"),
+        (
+            actor(Kind.ETABLISSEMENT, Mode.CENTRE_15, structure=CLINIC),
+            OPPOSED,
+            "delete",
+            False,
+            "opposed emergency",
+        ),
+        # an opposition to one mode leaves the other open
+        (
+            actor(mode=Mode.CENTRE_15),
+            Record(opposes_break_glass=True),
+            "archive",
+            True,
+            "allowed",
+        ),
+    ],
+)
+def test_oppositions_close_changes_too(who, record, operation, allowed, reason) -> None:
+    decision = change_document(who, record, doc(), operation)
+    assert decision.allowed is allowed
+    assert reason in decision.reason
+
+
 def test_change_on_closed_or_blocked_records() -> None:
     """The record's gates come first, and say nothing about the document."""
     for who in (actor(person=AUTHOR), actor()):

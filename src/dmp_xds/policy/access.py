@@ -146,9 +146,11 @@ def _record_gate(actor: Actor, record: Record) -> Decision | None:
     return None
 
 
-def consult_record(actor: Actor, record: Record, matrix: RightsMatrix | None = None) -> Decision:
-    """Searching and reading the record (TD3.1/TD3.2): authorisation, or the médecin traitant,
-    or break-glass / regulation access that the patient has not opposed."""
+def _access_gate(actor: Actor, record: Record) -> Decision | None:
+    """:func:`_record_gate`, then the patient's opposition to the actor's emergency mode
+    (OPPOSITION_BRIS_DE_GLACE, OPPOSITION_ACCES_URGENCE): it closes the record to that mode,
+    for reading, for finding references and for changing documents alike (feeding needs no
+    access to the record, so only the record's gate applies to it)."""
     gate = _record_gate(actor, record)
     if gate is not None:
         return gate
@@ -156,6 +158,15 @@ def consult_record(actor: Actor, record: Record, matrix: RightsMatrix | None = N
         return deny("the patient opposed break-glass access")
     if actor.mode is Mode.CENTRE_15 and record.opposes_emergency_access:
         return deny("the patient opposed emergency (centre 15) access")
+    return None
+
+
+def consult_record(actor: Actor, record: Record, matrix: RightsMatrix | None = None) -> Decision:
+    """Searching and reading the record (TD3.1/TD3.2): authorisation, or the médecin traitant,
+    or break-glass / regulation access that the patient has not opposed."""
+    gate = _access_gate(actor, record)
+    if gate is not None:
+        return gate
     if (
         actor.mode is Mode.NORMAL
         and actor.kind is not Kind.MEDECIN_TRAITANT
@@ -273,8 +284,9 @@ _STARRED = {"archive", "unarchive", "delete"}  # "*": a patient's document: MT o
 
 def change_record(actor: Actor, record: Record) -> Decision:
     """The record's gates of any change (ITI-57), which the registry decides before it looks
-    up the documents a request names: a refusal here says nothing about them."""
-    gate = _record_gate(actor, record)
+    up the documents a request names: a refusal here says nothing about them. In an
+    emergency mode the patient opposed, no document of the record is changed either."""
+    gate = _access_gate(actor, record)
     return gate if gate is not None else ALLOW
 
 
@@ -336,7 +348,7 @@ def search_record(
     col = column(actor)
     if col is not None and m.right("TD3.1_metadonnees", col).allowed:
         return consult_record(actor, record, m), Search.METADATA
-    gate = _record_gate(actor, record)
+    gate = _access_gate(actor, record)
     if gate is not None:
         return gate, Search.REFERENCES
     return may(actor, "TD3.1_reference", m), Search.REFERENCES
