@@ -514,7 +514,10 @@ def test_archiving_and_deleting(client_for, dossier: Dossier) -> None:
     refused(status(author, v.DELETED, v.APPROVED), "XDSMetadataUpdateOperationError")
 
 
-def test_patients_own_document_only_the_mt_deletes(client_for, engine: Engine) -> None:
+def test_patients_own_document_only_the_mt_deletes(client_for, engine: Engine, server) -> None:
+    """ "*": a document the patient wrote is archived and deleted by the médecin traitant
+    only, although the MT's deletion cell says "own documents" (footnote 8): the physician
+    who sent it is refused and changes nothing, the MT archives and deletes it."""
     dossier = make_dossier(engine, client_for)
     patient_author = (
         f"{dossier.patient_id.split('^')[0]}^PATIENT^TEST^^^^^^&1.2.250.1.213.1.4.10&ISO^L^^^NH"
@@ -524,15 +527,24 @@ def test_patients_own_document_only_the_mt_deletes(client_for, engine: Engine) -
         submit_objects_request(dossier.patient_id, [own]), {"Document01": own.content}
     )
     assert stored.status == "Success", stored.errors
-    uuid = versions(as_(client_for, dossier), own)[0].get("id")
-    request = status_update(
-        dossier.patient_id, uuid, {"OriginalStatus": v.APPROVED, "NewStatus": v.ARCHIVED}
-    )
-    assert "médecin traitant" in refused(as_(client_for, dossier).update(request))
-    request = status_update(
-        dossier.patient_id, uuid, {"OriginalStatus": v.APPROVED, "NewStatus": v.ARCHIVED}
-    )
-    assert as_(client_for, dossier, "generaliste").update(request).status == "Success"
+    uuid_ = versions(as_(client_for, dossier), own)[0].get("id")
+    mt = as_(client_for, dossier, "generaliste")
+
+    def status(client: XdsClient, original: str, new: str):
+        return client.update(
+            status_update(dossier.patient_id, uuid_, {"OriginalStatus": original, "NewStatus": new})
+        )
+
+    before = snapshot(engine, server.store_dir)
+    for new in (v.ARCHIVED, v.DELETED):
+        assert "médecin traitant" in refused(status(as_(client_for, dossier), v.APPROVED, new))
+    assert snapshot(engine, server.store_dir) == before
+    assert status(mt, v.APPROVED, v.ARCHIVED).status == "Success"
+    assert status(mt, v.ARCHIVED, v.APPROVED).status == "Success"
+    deleted = status(mt, v.APPROVED, v.DELETED)
+    assert deleted.status == "Success", deleted.errors
+    assert own.unique_id not in found(mt, dossier.patient_id, v.APPROVED, v.ARCHIVED)
+    assert not retrieved(mt, own)
 
 
 def test_refusals_are_in_the_trail(client_for, engine: Engine, dossier: Dossier) -> None:

@@ -148,8 +148,16 @@ def test_see_document(who: Actor, document: Document, allowed: bool, reason: str
         (actor(Kind.ETABLISSEMENT, structure=CLINIC), "delete", doc(), True),
         (actor(Kind.ETABLISSEMENT), "delete", doc(), False),
         (actor(person=AUTHOR), "delete", doc(patient=True), False),  # patient's own document
-        (actor(Kind.MEDECIN_TRAITANT), "delete", doc(patient=True), False),  # not its author
+        # "*": the patient's documents are the MT's to archive and delete (the footnote
+        # "own documents only" of its deletion cell does not apply: none is the MT's)
+        (actor(Kind.MEDECIN_TRAITANT), "delete", doc(patient=True), True),
+        (actor(Kind.MEDECIN_TRAITANT), "archive", doc(patient=True), True),
+        (actor(Kind.MEDECIN_TRAITANT), "unarchive", doc(v.ARCHIVED, patient=True), True),
         (actor(Kind.MEDECIN_TRAITANT, person=AUTHOR), "delete", doc(patient=True), True),
+        (actor(Kind.MEDECIN_TRAITANT, Mode.BRIS_DE_GLACE), "delete", doc(patient=True), True),
+        # ... but not a professional's document, which stays its author's to delete
+        (actor(Kind.MEDECIN_TRAITANT), "delete", doc(), False),
+        (actor(Kind.PS, person=AUTHOR), "archive", doc(patient=True), False),
         (actor(), "rename", doc(), False),
     ],
 )

@@ -279,7 +279,7 @@ OPERATIONS = {
     "delete": "TD3.3c_supprimer",
 }
 REVISE = "revise"  # a metadata update that is no TD3.3 operation (policy/updates.py)
-_STARRED = {"archive", "unarchive", "delete"}  # "*": a patient's document: MT only
+_STARRED = {"archive", "unarchive", "delete"}  # "*": a patient's document: the MT's
 
 
 def change_record(actor: Actor, record: Record) -> Decision:
@@ -319,15 +319,17 @@ def change_document(
     col = column(actor)
     if col is None:
         return deny(f"{actor.kind} cannot act in {actor.mode} mode")
-    if (
-        operation in _STARRED
-        and doc.authored_by_patient
-        and actor.kind is not Kind.MEDECIN_TRAITANT
-    ):
+    starred = operation in _STARRED and doc.authored_by_patient
+    if starred and actor.kind is not Kind.MEDECIN_TRAITANT:
         return deny("only the médecin traitant may do this to the patient's own document")
     right = (matrix or load_matrix()).right(OPERATIONS[operation], col)
     if not right.allowed:
         return deny(f"{OPERATIONS[operation]} is not allowed to {col.value}")
+    if starred and right.condition is Condition.OWN_DOCUMENTS:
+        # "*": the patient's documents are the médecin traitant's to archive and delete, so
+        # the footnote "own documents only" (the MT's deletion cell) cannot apply to them:
+        # no professional is the author of a document the patient wrote.
+        return ALLOW
     return _condition_holds(right.condition, actor, doc)
 
 
