@@ -160,6 +160,46 @@ def test_who_sees_what(client_for, test_pki, dossier: Dossier, who, vihf, sees) 
         assert retrieved(client, doc) == (doc.unique_id in expected), name
 
 
+def test_the_medecin_du_travail_reads_no_document(
+    client_for, engine: Engine, dossier: Dossier, server
+) -> None:
+    """A physician whose VIHF specialty is SM25 (occupational medicine) is the matrix's
+    médecin du travail: authorised, it searches the record but is shown no document and
+    reads none (TD3.2 non), yet feeds the record and manages what it wrote (TD3.3, note 8).
+    Before, it was taken for any physician and read everything."""
+    with engine.begin() as conn:
+        auth.authorise(conn, dossier.key, professional_actor("medecin-travail"), by="test")
+    travail = as_(client_for, dossier, "medecin-travail")
+    assert found(travail, dossier.patient_id) == set()
+    for doc in (dossier.plain, dossier.masked, dossier.invisible):
+        assert not retrieved(travail, doc)
+    aptitude = Doc(
+        b"avis d'aptitude",
+        author_person="899900000052^TRAVAIL^MARC^^^^^^&1.2.250.1.71.4.2.1&ISO^D^^^IDNPS",
+    )
+    fed = travail.provide_and_register(
+        submit_objects_request(dossier.patient_id, [aptitude]), {"Document01": aptitude.content}
+    )
+    assert fed.status == "Success", fed.errors
+    assert found(travail, dossier.patient_id) == set()  # not even its own to read
+    ours = versions(as_(client_for, dossier), aptitude)[0].get("id")
+    plain = versions(as_(client_for, dossier), dossier.plain)[0].get("id")
+    before = snapshot(engine, server.store_dir)
+    kept = travail.update(
+        status_update(
+            dossier.patient_id, plain, {"OriginalStatus": v.APPROVED, "NewStatus": v.ARCHIVED}
+        )
+    )
+    assert plain in refused(kept, "UnresolvedReferenceException")  # one it cannot find
+    assert snapshot(engine, server.store_dir) == before
+    archived = travail.update(
+        status_update(
+            dossier.patient_id, ours, {"OriginalStatus": v.APPROVED, "NewStatus": v.ARCHIVED}
+        )
+    )
+    assert archived.status == "Success", archived.errors
+
+
 def test_get_queries_leave_hidden_documents_out(client_for, dossier: Dossier) -> None:
     """GetDocuments naming a masked document answers as if it did not exist, and the
     submission set's contents do not reveal it through an association either."""

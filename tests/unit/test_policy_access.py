@@ -376,6 +376,53 @@ def test_actor_of_a_vihf(profession, mode, access, mt, kind, expected_mode) -> N
     assert who.person_id == "810000000001" and who.structure_id == "1999000001"
 
 
+TRE_R01 = "1.2.250.1.71.4.2.5"
+
+
+@pytest.mark.parametrize(
+    ("profession", "specialty", "mode", "mt", "kind"),
+    [
+        # a physician of occupational medicine (SM25) is the médecin du travail column...
+        (("10", "1.2.250.1.71.1.2.7"), ("SM25", TRE_R01), "DIRECTE", None, Kind.MEDECIN_TRAVAIL),
+        (
+            ("10", "1.2.250.1.71.1.2.7"),
+            ("SM25", TRE_R01),
+            "INDIRECTE_RENFORCEE",
+            None,
+            Kind.MEDECIN_TRAVAIL,
+        ),
+        # ... even if a record named them médecin traitant (the matrix has no such actor)
+        (
+            ("10", "1.2.250.1.71.1.2.7"),
+            ("SM25", TRE_R01),
+            "DIRECTE",
+            "810000000001",
+            Kind.MEDECIN_TRAVAIL,
+        ),
+        # another specialty, or SM25 in another code system, is a physician as any
+        (("10", "1.2.250.1.71.1.2.7"), ("SM26", TRE_R01), "DIRECTE", None, Kind.MEDECIN),
+        (("10", "1.2.250.1.71.1.2.7"), ("SM25", "1.2.3.4"), "DIRECTE", None, Kind.MEDECIN),
+        (
+            ("10", "1.2.250.1.71.1.2.7"),
+            ("SM26", TRE_R01),
+            "DIRECTE",
+            "810000000001",
+            Kind.MEDECIN_TRAITANT,
+        ),
+        # not a physician (a nurse would have no such specialty), plain indirect mode
+        (("60", "1.2.250.1.71.1.2.7"), ("SM25", TRE_R01), "DIRECTE", None, Kind.PS),
+        (("10", "1.2.250.1.71.1.2.7"), ("SM25", TRE_R01), "INDIRECTE", None, Kind.ETABLISSEMENT),
+    ],
+)
+def test_the_medecin_du_travail(profession, specialty, mode, mt, kind) -> None:
+    from dmp_xds.policy.facts import actor_of
+
+    who = actor_of(
+        principal("810000000001", profession, "normal", mode, specialty), medecin_traitant=mt
+    )
+    assert who.kind is kind
+
+
 # --- the record's own services (TD0.2 ... TD1.6) -------------------------------------------------
 T = RecordTransaction
 MT, MED, PS, CPE, ES, TRAVAIL = (

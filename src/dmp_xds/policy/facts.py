@@ -8,10 +8,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from ..security.principal import AccessMode, AuthenticationMode, Principal
+from ..security.principal import (
+    PROFESSION_SYSTEM,
+    SPECIALTY_SYSTEM,
+    AccessMode,
+    AuthenticationMode,
+    Principal,
+)
 from .access import MEDECIN, Actor, Document, Kind, Mode
 
-PROFESSION_SYSTEM = "1.2.250.1.71.1.2.7"  # TRE_G15: health professions
+MEDECINE_DU_TRAVAIL = "SM25"  # TRE_R01 "Médecine du travail (SM)"
 INS_OIDS_PREFIX = "1.2.250.1.213.1.4."  # INS-NIR, INS-NIA and their test domains
 
 _MODES = {
@@ -27,17 +33,27 @@ def actor_of(principal: Principal, *, medecin_traitant: str | None = None) -> Ac
     Plain indirect mode acts as the institution's certificate (the matrix's "certificat ES"
     columns). Direct mode and reinforced indirect mode (AIR, PDT-INF-606: the establishment
     vouches for a strong local authentication of the named professional) act as the
-    professional: a physician is the médecin traitant when the record designates that very
-    professional, a holder of a health profession (TRE_G15) is a PS, anyone else (a CPE card)
-    is establishment staff.
+    professional: a physician whose specialty (the VIHF's second role, TRE_R01) is occupational
+    medicine is the médecin du travail, who has a column of its own; another physician is the
+    médecin traitant when the record designates that very professional; a holder of a health
+    profession (TRE_G15) is a PS, anyone else (a CPE card) is establishment staff.
     """
     mode = _MODES[principal.access_mode]
+    specialty = principal.specialty
     if principal.authentication_mode is AuthenticationMode.INDIRECTE:
         kind = Kind.ETABLISSEMENT
     elif principal.profession.system != PROFESSION_SYSTEM:
         kind = Kind.CPE
     elif principal.profession.code == MEDECIN:
-        kind = Kind.MEDECIN_TRAITANT if principal.name_id == medecin_traitant else Kind.MEDECIN
+        if specialty is not None and (specialty.code, specialty.system) == (
+            MEDECINE_DU_TRAVAIL,
+            SPECIALTY_SYSTEM,
+        ):
+            kind = Kind.MEDECIN_TRAVAIL
+        elif principal.name_id == medecin_traitant:
+            kind = Kind.MEDECIN_TRAITANT
+        else:
+            kind = Kind.MEDECIN
     else:
         kind = Kind.PS
     return Actor(kind, mode, principal.name_id, principal.structure_id, principal.profession.code)

@@ -32,6 +32,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from .principal import PROFESSION_SYSTEM, SPECIALTY_SYSTEM
+
 if TYPE_CHECKING:
     from ..client.vihf import SigningCredentials, VihfClaims, VihfHeaders
 
@@ -251,9 +253,6 @@ class Professional:
         return f"{self.family_name} {self.given_name}"
 
 
-PROFESSION_SYSTEM = "1.2.250.1.71.1.2.7"
-SPECIALTY_SYSTEM = "1.2.250.1.71.4.2.5"
-
 PROFESSIONALS = (
     Professional(
         "medecin",
@@ -281,6 +280,15 @@ PROFESSIONALS = (
         "SAGEFEMME",
         "LUCIE",
         ("50", PROFESSION_SYSTEM, "Sage-Femme"),
+    ),
+    # A physician whose specialty is occupational medicine: the médecin du travail column.
+    Professional(
+        "medecin-travail",
+        "899900000052",
+        "TRAVAIL",
+        "MARC",
+        ("10", PROFESSION_SYSTEM, "Médecin"),
+        ("SM25", SPECIALTY_SYSTEM, "Médecine du travail (SM)"),
     ),
 )
 

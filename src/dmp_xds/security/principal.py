@@ -40,6 +40,7 @@ EMERGENCY_MODES = frozenset({AccessMode.BRIS_DE_GLACE, AccessMode.CENTRE_15})
 
 ACCESS_MODE_SYSTEM = "1.2.250.1.213.1.1.4.248"
 PROFESSION_SYSTEM = "1.2.250.1.71.1.2.7"  # TRE_G15 ProfessionSante
+SPECIALTY_SYSTEM = "1.2.250.1.71.4.2.5"  # TRE_R01 EnsembleSavoirFaire (the second role)
 # Professions whose VIHF must also carry a specialty (savoir-faire): médecin, pharmacien.
 PROFESSIONS_WITH_SPECIALTY = frozenset({"10", "21"})
 
