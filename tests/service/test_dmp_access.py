@@ -7,8 +7,10 @@ may search (ITI-18), read (ITI-43), feed (ITI-41/42) and change documents (ITI-5
 policy/access.py decides from the PDT-INF-526 matrix; the rule tables are unit-tested in
 tests/unit/test_policy_access.py, this checks that the endpoints apply them.
 
-The patient is not an actor here: the national DMP serves patients through its own portal,
-not through the LPS web services (there is no patient VIHF).
+The patient acts too, through the host's patient portal (a VIHF with the HL7 role PAT, or
+GUARD for a legal representative, signed by a portal the server trusts): they read their
+record, masked documents included, but not what awaits the announcement consultation, and
+manage the documents they contributed.
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ import pytest
 from sqlalchemy import Engine, select
 
 from dmp_xds.audit.trail import audit_event
-from dmp_xds.client.xds import XdsClient
+from dmp_xds.client.xds import SoapFaultError, XdsClient
 from dmp_xds.metadata import vocabulary as v
+from dmp_xds.namespaces import WSSE
 from dmp_xds.patients import authorisations as auth
 from dmp_xds.patients.records import close_record
 from tests.conftest import (
@@ -33,6 +36,7 @@ from tests.conftest import (
     stop_server,
 )
 from tests.fixtures.metadata import (
+    INVISIBLE_TO_GUARDIANS,
     INVISIBLE_TO_PATIENT,
     MASKED,
     Doc,
@@ -602,6 +606,144 @@ def test_refusals_are_in_the_trail(client_for, engine: Engine, dossier: Dossier)
         ).one()
     assert row.outcome == "failure" and row.error_codes == [DENIED]
     assert row.actor_id == professional_actor("sage-femme").actor_id
+
+
+# --- the patient, through the host's patient portal ----------------------------------------
+
+
+def patient_author(dossier: Dossier) -> str:
+    """The patient as a document's author (XCN in the INS domain: patient-contributed)."""
+    matricule = dossier.patient_id.split("^")[0]
+    return f"{matricule}^PATIENT^TEST^^^^^^&1.2.250.1.213.1.4.10&ISO^L^^^NH"
+
+
+def test_the_patient_reads_masked_documents_not_unannounced_ones(
+    client_for, dossier: Dossier
+) -> None:
+    """Masked documents stay visible to the patient; one invisible to the patient appears
+    once a professional makes it visible (TD3.3b, the announcement consultation)."""
+    patient = as_(client_for, dossier, "patient")
+    assert found(patient, dossier.patient_id) == {dossier.plain.unique_id, dossier.masked.unique_id}
+    assert retrieved(patient, dossier.masked)
+    assert not retrieved(patient, dossier.invisible)
+    announced = change_confidentiality(
+        client_for, as_(client_for, dossier, "medecin"), dossier, dossier.invisible
+    )
+    assert announced.status == "Success", announced.errors
+    assert found(patient, dossier.patient_id) == dossier.all
+    assert retrieved(patient, dossier.invisible)
+
+
+def test_a_legal_representative_does_not_see_what_is_hidden_from_them(
+    client_for, dossier: Dossier
+) -> None:
+    private = Doc(b"the minor's own business", more_confidentiality=(INVISIBLE_TO_GUARDIANS,))
+    stored = as_(client_for, dossier).provide_and_register(
+        submit_objects_request(dossier.patient_id, [private]), {"Document01": private.content}
+    )
+    assert stored.status == "Success", stored.errors
+    guardian = as_(client_for, dossier, "representant")
+    assert found(guardian, dossier.patient_id) == {
+        dossier.plain.unique_id,
+        dossier.masked.unique_id,
+    }
+    assert not retrieved(guardian, private)
+    assert not retrieved(guardian, dossier.invisible)  # hidden from the patient's side too
+    patient = as_(client_for, dossier, "patient")
+    assert private.unique_id in found(patient, dossier.patient_id)
+    assert retrieved(patient, private)
+
+
+def test_the_patient_manages_their_own_documents_only(
+    client_for, dossier: Dossier, engine: Engine, server
+) -> None:
+    """The patient adds a document they wrote (TD2.1; not one 'by' a professional), archives
+    and deletes it ("*": or the patient), but masks nothing and deletes no professional's
+    document: refused, nothing changes."""
+    patient = as_(client_for, dossier, "patient")
+    before = snapshot(engine, server.store_dir)
+    forged = Doc(b"a letter 'from' my doctor")  # the default author: the physician
+    assert "only the patient" in refused(
+        patient.provide_and_register(
+            submit_objects_request(dossier.patient_id, [forged]), {"Document01": forged.content}
+        )
+    )
+    assert snapshot(engine, server.store_dir).rows == before.rows  # (bytes wait for gc)
+    own = Doc(b"my own notes", author_person=patient_author(dossier))
+    stored = patient.provide_and_register(
+        submit_objects_request(dossier.patient_id, [own]), {"Document01": own.content}
+    )
+    assert stored.status == "Success", stored.errors
+    assert own.unique_id in found(patient, dossier.patient_id)
+    plain_uuid = versions(patient, dossier.plain)[-1].get("id")
+    own_uuid = versions(patient, own)[-1].get("id")
+
+    def status(target: str, original: str, new: str):
+        return patient.update(
+            status_update(
+                dossier.patient_id, target, {"OriginalStatus": original, "NewStatus": new}
+            )
+        )
+
+    before = snapshot(engine, server.store_dir)
+    assert "TD3.3a_masquer" in refused(
+        change_confidentiality(client_for, patient, dossier, dossier.plain, MASKED)
+    )
+    assert "author" in refused(status(plain_uuid, v.APPROVED, v.DELETED))
+    assert snapshot(engine, server.store_dir) == before
+    assert [h.get("status") for h in versions(patient, dossier.plain)] == [v.APPROVED]
+    assert status(own_uuid, v.APPROVED, v.ARCHIVED).status == "Success"
+    deleted = status(own_uuid, v.ARCHIVED, v.DELETED)
+    assert deleted.status == "Success", deleted.errors
+    assert own.unique_id not in found(patient, dossier.patient_id, v.APPROVED, v.ARCHIVED)
+
+
+@pytest.mark.parametrize(
+    ("vihf", "says"),
+    [
+        # a patient role from the institution, which is no patient portal
+        ({"structure_id": "10B0999991", "signer": "institution"}, "patient portal"),
+        # the patient of another record
+        ({"name_id": "1234567890123"}, "Subject NameID"),
+    ],
+    ids=["not-a-portal", "another-patient"],
+)
+def test_forged_patient_vihfs_are_refused(client_for, dossier, engine, server, vihf, says):
+    """Who may say that the patient calls is security's question: a SOAP fault, not data."""
+    before = snapshot(engine, server.store_dir)
+    forged = as_(client_for, dossier, "patient", **vihf)
+    with pytest.raises(SoapFaultError) as caught:
+        forged.stored_query(
+            v.FIND_DOCUMENTS,
+            {
+                "$XDSDocumentEntryPatientId": dossier.patient_id,
+                "$XDSDocumentEntryStatus": [v.APPROVED],
+            },
+        )
+    assert caught.value.fault.subcode == f"{{{WSSE}}}FailedAuthentication"
+    assert says in caught.value.fault.reason
+    with pytest.raises(SoapFaultError):
+        forged.update(
+            status_update(
+                dossier.patient_id,
+                versions(as_(client_for, dossier), dossier.plain)[-1].get("id"),
+                {"OriginalStatus": v.APPROVED, "NewStatus": v.DELETED},
+            )
+        )
+    assert snapshot(engine, server.store_dir) == before
+
+
+def test_the_patient_has_no_emergency_mode(client_for, dossier: Dossier) -> None:
+    """An authentic patient VIHF in break-glass mode: the rights refuse it (no such column)."""
+    patient = as_(client_for, dossier, "patient", access_mode="bris_de_glace")
+    query = patient.stored_query(
+        v.FIND_DOCUMENTS,
+        {"$XDSDocumentEntryPatientId": dossier.patient_id, "$XDSDocumentEntryStatus": [v.APPROVED]},
+    )
+    assert "cannot act in bris_de_glace mode" in refused(query)
+    assert query.objects == []
+    read = patient.retrieve([(REPOSITORY_UNIQUE_ID, dossier.plain.unique_id)])
+    assert read.documents == [] and read.error_codes == [DENIED]
 
 
 # --- the operator's data files -------------------------------------------------------------

@@ -7,6 +7,7 @@ import pytest
 from dmp_xds.metadata import vocabulary as v
 from dmp_xds.policy.access import (
     INVISIBLE_PATIENT,
+    INVISIBLE_REPRESENTANTS_LEGAUX,
     MASQUE_PS,
     Actor,
     Authorisation,
@@ -18,6 +19,7 @@ from dmp_xds.policy.access import (
     Refusal,
     change_document,
     consult_record,
+    contribute,
     feed_record,
     find_patients,
     finds,
@@ -27,6 +29,7 @@ from dmp_xds.policy.access import (
     new_authorisations_only,
     see_document,
 )
+from dmp_xds.policy.habilitations import Habilitations
 from dmp_xds.policy.rights import Column, Condition, RightsMatrix, load_matrix
 from tests.fixtures.principals import principal
 
@@ -482,9 +485,9 @@ BDG, C15 = Mode.BRIS_DE_GLACE, Mode.CENTRE_15
         # Blocking and unblocking (our extension): the médecin traitant, normal mode.
         (actor(MT), AUTHORISED, T.BLOCK, True, "allowed"),
         (actor(MT), AUTHORISED, T.UNBLOCK, True, "allowed"),
-        (actor(MED), AUTHORISED, T.BLOCK, False, "only the médecin traitant"),
-        (actor(MT, BDG), AUTHORISED, T.UNBLOCK, False, "only the médecin traitant"),
-        (actor(ES), AUTHORISED, T.BLOCK, False, "only the médecin traitant"),
+        (actor(MED), AUTHORISED, T.BLOCK, False, "blocks or unblocks"),
+        (actor(MT, BDG), AUTHORISED, T.UNBLOCK, False, "blocks or unblocks"),
+        (actor(ES), AUTHORISED, T.BLOCK, False, "blocks or unblocks"),
         # TD1.6: PS, médecin, MT in normal mode and the médecin du travail.
         (actor(PS), AUTHORISED, T.LIST_AUTHORISATIONS, True, "allowed"),
         (actor(MED), NOT_AUTHORISED, T.LIST_AUTHORISATIONS, True, "allowed"),
@@ -583,3 +586,158 @@ def test_list_patients(who, owner, in_structure, since, allowed, reason) -> None
     assert decision.allowed is allowed
     assert reason in decision.reason
     assert new_authorisations_only(who) is (who.kind is ES)
+
+
+# --- the patient's side, through the host's patient portal -------------------------------------
+PATIENT_ID, GUARDIAN = "2070585756270", "10B0999992/RL-0001"
+PAT, REP = actor(Kind.PATIENT, person=PATIENT_ID), actor(Kind.REPRESENTANT_LEGAL, person=GUARDIAN)
+
+
+@pytest.mark.parametrize(
+    ("who", "record", "allowed", "reason"),
+    [
+        # their own record: no authorisation needed, and no block concerns them
+        (PAT, NOT_AUTHORISED, True, "allowed"),
+        (PAT, BLOCKED, True, "allowed"),
+        (REP, NOT_AUTHORISED, True, "allowed"),
+        (PAT, CLOSED, False, "closed"),
+        (PAT, Record(exists=False), False, "no record"),
+        # normal mode only: an emergency mode is the professionals'
+        (actor(Kind.PATIENT, Mode.BRIS_DE_GLACE, PATIENT_ID), NOT_AUTHORISED, False, "cannot act"),
+        (actor(Kind.REPRESENTANT_LEGAL, Mode.CENTRE_15), NOT_AUTHORISED, False, "cannot act"),
+    ],
+)
+def test_the_patient_consults_their_record(who, record, allowed, reason) -> None:
+    decision = consult_record(who, record)
+    assert decision.allowed is allowed
+    assert reason in decision.reason
+    assert feed_record(who, record).allowed is allowed  # TD2.1: patient-contributed documents
+
+
+@pytest.mark.parametrize(
+    ("who", "document", "allowed", "reason"),
+    [
+        # masked documents stay visible to the patient...
+        (PAT, doc(), True, "allowed"),
+        (PAT, doc(v.APPROVED, MASQUE_PS), True, "allowed"),
+        (REP, doc(v.APPROVED, MASQUE_PS), True, "allowed"),
+        (PAT, doc(v.ARCHIVED), True, "allowed"),
+        (PAT, doc(v.DEPRECATED), True, "allowed"),
+        # ... not those awaiting the announcement consultation
+        (PAT, doc(v.APPROVED, INVISIBLE_PATIENT), False, "TD3.2_invisibles_patient"),
+        (REP, doc(v.APPROVED, INVISIBLE_PATIENT), False, "TD3.2_invisibles_patient"),
+        # hidden from legal representatives: the patient sees it, the representative not
+        (PAT, doc(v.APPROVED, INVISIBLE_REPRESENTANTS_LEGAUX), True, "allowed"),
+        (REP, doc(v.APPROVED, INVISIBLE_REPRESENTANTS_LEGAUX), False, "legal representatives"),
+        (PAT, doc(v.DELETED), False, "deleted"),
+    ],
+)
+def test_what_the_patient_sees(who: Actor, document: Document, allowed: bool, reason) -> None:
+    # the habilitation matrix is the professions': nothing of it applies to the patient
+    nothing = Habilitations.parse("profession,type_code,allowed\n*,*,non\n")
+    decision = see_document(who, NOT_AUTHORISED, document, habilitations=nothing)
+    assert decision.allowed is allowed
+    assert reason in decision.reason
+
+
+@pytest.mark.parametrize(
+    ("who", "operation", "document", "allowed", "reason"),
+    [
+        # archiving, unarchiving, deleting what the patient wrote ("*": or the patient)
+        (PAT, "delete", doc(patient=True), True, "allowed"),
+        (PAT, "archive", doc(patient=True), True, "allowed"),
+        (PAT, "unarchive", doc(v.ARCHIVED, patient=True), True, "allowed"),
+        (REP, "delete", doc(patient=True), True, "allowed"),
+        # not a professional's document
+        (PAT, "delete", doc(), False, "author"),
+        (PAT, "archive", doc(), False, "author"),
+        # masking and visibility are the professionals'
+        (PAT, "mask", doc(), False, "TD3.3a_masquer"),
+        (PAT, "unmask", doc(v.APPROVED, MASQUE_PS), False, "TD3.3a_demasquer"),
+        (PAT, "mask", doc(patient=True), False, "TD3.3a_masquer"),
+        # correcting: their own contributions only
+        (PAT, "revise", doc(patient=True), True, "allowed"),
+        (PAT, "revise", doc(), False, "author"),
+        # a document hidden from them is one they cannot find
+        (PAT, "delete", doc(v.APPROVED, INVISIBLE_PATIENT), False, "cannot find"),
+    ],
+)
+def test_what_the_patient_changes(who, operation, document, allowed, reason) -> None:
+    decision = change_document(who, NOT_AUTHORISED, document, operation)
+    assert decision.allowed is allowed
+    assert reason in decision.reason
+
+
+@pytest.mark.parametrize(
+    ("who", "record", "transaction", "allowed", "reason"),
+    [
+        (PAT, NOT_AUTHORISED, T.EXISTENCE, True, "allowed"),
+        (PAT, NOT_AUTHORISED, T.CONSULT, True, "allowed"),
+        # TD1.6: who is authorised or blocked on their own record
+        (PAT, NOT_AUTHORISED, T.LIST_AUTHORISATIONS, True, "allowed"),
+        (PAT, BLOCKED, T.LIST_AUTHORISATIONS, True, "allowed"),
+        (REP, NOT_AUTHORISED, T.LIST_AUTHORISATIONS, True, "allowed"),
+        # blocking a professional is the patient's decision
+        (PAT, NOT_AUTHORISED, T.BLOCK, True, "allowed"),
+        (REP, NOT_AUTHORISED, T.UNBLOCK, True, "allowed"),
+        # authorisations are the professionals' own declarations
+        (PAT, NOT_AUTHORISED, T.AUTHORISE, False, "not allowed to patient"),
+        (PAT, NOT_AUTHORISED, T.DESIGNATE_MT, False, "not allowed to patient"),
+        (PAT, NOT_AUTHORISED, T.REVOKE, False, "not allowed to patient"),
+        (PAT, NOT_AUTHORISED, T.REVOKE_MT, False, "not allowed to patient"),
+        # the record's life is not the patient's call here (Mon espace santé's)
+        (PAT, Record(exists=False), T.CREATE, False, "not the patient's"),
+        (PAT, NOT_AUTHORISED, T.CLOSE, False, "not the patient's"),
+        (PAT, NOT_AUTHORISED, T.MODIFY, False, "not the patient's"),
+        (PAT, CLOSED, T.REACTIVATE, False, "not the patient's"),
+    ],
+)
+def test_the_patients_record_services(who, record, transaction, allowed, reason) -> None:
+    decision = manage_record(who, record, transaction)
+    assert decision.allowed is allowed
+    assert reason in decision.reason
+
+
+@pytest.mark.parametrize(
+    ("who", "document", "allowed"),
+    [
+        # the patient's side adds documents the patient wrote, nobody else
+        (PAT, Document(v.APPROVED, frozenset(), frozenset({PATIENT_ID}), frozenset(), True), True),
+        (REP, Document(v.APPROVED, frozenset(), frozenset({PATIENT_ID}), frozenset(), True), True),
+        (PAT, doc(), False),  # a professional as author
+        (  # the patient and a professional
+            PAT,
+            Document(v.APPROVED, frozenset(), frozenset({PATIENT_ID, AUTHOR}), frozenset(), True),
+            False,
+        ),
+        (PAT, Document(v.APPROVED, frozenset(), frozenset(), frozenset()), False),  # nobody
+        # professionals state their own authors
+        (actor(), doc(patient=True), True),
+        (actor(Kind.ETABLISSEMENT), doc(), True),
+    ],
+)
+def test_what_the_patient_adds(who: Actor, document: Document, allowed: bool) -> None:
+    assert contribute(who, document).allowed is allowed
+
+
+def test_the_patient_lists_no_patients_and_searches_none() -> None:
+    assert not list_patients(PAT, owner=None, owner_in_structure=False, since_given=True)
+    assert not find_patients(PAT)
+
+
+@pytest.mark.parametrize(
+    ("role", "name_id", "kind"),
+    [
+        (("PAT", "2.16.840.1.113883.5.110"), PATIENT_ID, Kind.PATIENT),
+        (("GUARD", "2.16.840.1.113883.5.111"), GUARDIAN, Kind.REPRESENTANT_LEGAL),
+        # the codes in other systems are no patient roles: plain indirect, the institution
+        (("PAT", "2.16.840.1.113883.5.111"), PATIENT_ID, Kind.ETABLISSEMENT),
+        (("GUARD", "2.16.840.1.113883.5.110"), GUARDIAN, Kind.ETABLISSEMENT),
+    ],
+)
+def test_actor_of_a_patient_portals_vihf(role, name_id, kind) -> None:
+    from dmp_xds.policy.facts import actor_of
+
+    who = actor_of(principal(name_id, role, "normal", "INDIRECTE"))
+    assert who.kind is kind
+    assert who.person_id == name_id

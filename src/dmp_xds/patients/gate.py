@@ -24,6 +24,7 @@ from ..call import Call
 from ..errors import ErrorCode, XdsError, XdsFailure
 from ..metadata import vocabulary as v
 from ..metadata.ebrim import rim, slot_values
+from ..metadata.model import DocumentEntry
 from ..policy import access
 from ..policy.access import Actor, Decision, Document, Record, Refusal, Search
 from ..policy.facts import actor_of, document_of, person_id
@@ -132,6 +133,15 @@ class RecordGate:
     # --- decisions on the record ----------------------------------------------------------------
     def feed(self) -> Decision:
         return access.feed_record(self.actor, self.record, self.rules.matrix)
+
+    def contribute(self, doc: DocumentEntry) -> Decision:
+        """May this caller add this new DocumentEntry (its authors, for the patient's side)?"""
+        facts = document_of(
+            v.APPROVED,
+            (c.key for c in doc.confidentiality_codes),
+            (a.person for a in doc.authors if a.person),
+        )
+        return access.contribute(self.actor, facts)
 
     def search(self) -> tuple[Decision, Search]:
         return access.search_record(self.actor, self.record, self.rules.matrix)

@@ -35,6 +35,13 @@ class Kind(StrEnum):
     MEDECIN_TRAITANT = "medecin_traitant"  # the patient's designated médecin traitant DMP
     CPE = "cpe"  # establishment staff card, not a health professional
     ETABLISSEMENT = "etablissement"  # indirect authentication: the institution's certificate
+    PATIENT = "patient"  # the patient, through the host's patient portal
+    REPRESENTANT_LEGAL = "representant_legal"  # a legal representative, through the portal
+
+
+# Who acts for the patient: needs no authorisation on their own record, is never blocked, and
+# "own documents" are the documents the patient wrote.
+PATIENT_KINDS = frozenset({Kind.PATIENT, Kind.REPRESENTANT_LEGAL})
 
 
 class Mode(StrEnum):
@@ -53,7 +60,9 @@ class Authorisation(StrEnum):
 class Actor:
     kind: Kind
     mode: Mode
-    person_id: str  # national identifier (RPPS/ADELI...) or the structure's, in indirect mode
+    # national identifier (RPPS/ADELI...), or the structure's in indirect mode; the patient's
+    # identifier for the patient, the portal's id of a legal representative
+    person_id: str
     structure_id: str
     profession: str = ""  # TRE_G15 code (the habilitation matrix reads it)
 
@@ -119,6 +128,8 @@ def column(actor: Actor) -> Column | None:
         (Kind.CPE, Mode.NORMAL): Column.CPE,
         (Kind.ETABLISSEMENT, Mode.NORMAL): Column.ES_NORMAL,
         (Kind.ETABLISSEMENT, Mode.CENTRE_15): Column.ES_REGULATION,
+        (Kind.PATIENT, Mode.NORMAL): Column.PATIENT,
+        (Kind.REPRESENTANT_LEGAL, Mode.NORMAL): Column.PATIENT,
     }
     if actor.kind is Kind.MEDECIN_TRAVAIL:
         return Column.MEDECIN_TRAVAIL  # the matrix gives it one column, "sans objet" mode
@@ -136,12 +147,17 @@ def may(actor: Actor, action: str, matrix: RightsMatrix | None = None) -> Decisi
     return ALLOW
 
 
+def _blocked(actor: Actor, record: Record) -> bool:
+    """The patient blocked this professional or structure (never the patient's own side)."""
+    return record.authorisation is Authorisation.BLOCKED and actor.kind not in PATIENT_KINDS
+
+
 def _record_gate(actor: Actor, record: Record) -> Decision | None:
     if not record.exists:
         return deny("the patient has no record", Refusal.NO_RECORD)
     if record.closed:
         return deny("the record is closed", Refusal.CLOSED)
-    if record.authorisation is Authorisation.BLOCKED:
+    if _blocked(actor, record):
         return deny("the patient has blocked this professional")
     return None
 
@@ -163,13 +179,15 @@ def _access_gate(actor: Actor, record: Record) -> Decision | None:
 
 def consult_record(actor: Actor, record: Record, matrix: RightsMatrix | None = None) -> Decision:
     """Searching and reading the record (TD3.1/TD3.2): authorisation, or the médecin traitant,
-    or break-glass / regulation access that the patient has not opposed."""
+    or break-glass / regulation access that the patient has not opposed; the patient's side
+    reads their own record without any."""
     gate = _access_gate(actor, record)
     if gate is not None:
         return gate
     if (
         actor.mode is Mode.NORMAL
         and actor.kind is not Kind.MEDECIN_TRAITANT
+        and actor.kind not in PATIENT_KINDS
         and record.authorisation is not Authorisation.AUTHORISED
     ):
         return deny("the professional is not authorised on this record")
@@ -222,8 +240,22 @@ def finds(
     return deny(f"this caller cannot find the document ({seen.reason})", Refusal.NOT_FOUND)
 
 
+def contribute(actor: Actor, doc: Document) -> Decision:
+    """A document the patient's side adds (TD2.1) is patient-contributed: its one author is
+    the patient, identified in an INS domain (:func:`.facts.is_patient`). A portal cannot make
+    a professional the author of what the patient sends, since authorship decides who may
+    correct, mask or delete it. Professionals state their own authors: nothing to check."""
+    if actor.kind not in PATIENT_KINDS or (doc.authored_by_patient and len(doc.author_ids) == 1):
+        return ALLOW
+    return deny("a document the patient adds has the patient, and only the patient, as author")
+
+
 def _condition_holds(condition: Condition | None, actor: Actor, doc: Document) -> Decision:
-    if condition is Condition.OWN_DOCUMENTS and actor.person_id not in doc.author_ids:
+    if condition is Condition.OWN_DOCUMENTS and not (
+        doc.authored_by_patient
+        if actor.kind in PATIENT_KINDS
+        else actor.person_id in doc.author_ids
+    ):
         return deny("only the document's author may do this")
     if (
         condition is Condition.STRUCTURE_DOCUMENTS
@@ -250,8 +282,16 @@ def see_document(
         return deny(f"{actor.kind} cannot act in {actor.mode} mode")
     if doc.status == v.DELETED:
         return deny("deleted documents leave every view")
-    if habilitations is not None and not habilitations.may_read(actor.profession, doc.type_code):
+    if (
+        habilitations is not None
+        and actor.kind not in PATIENT_KINDS  # the arrêté's matrix is about professionals
+        and not habilitations.may_read(actor.profession, doc.type_code)
+    ):
         return deny(f"profession {actor.profession} may not read {doc.type_code} documents")
+    if actor.kind is Kind.REPRESENTANT_LEGAL and INVISIBLE_REPRESENTANTS_LEGAUX in (
+        doc.confidentiality
+    ):
+        return deny("the document is hidden from the patient's legal representatives")
     rows = ["TD3.2_masques" if MASQUE_PS in doc.confidentiality else "TD3.2_non_masques"]
     if INVISIBLE_PATIENT in doc.confidentiality:
         rows.append("TD3.2_invisibles_patient")
@@ -320,8 +360,10 @@ def change_document(
     if col is None:
         return deny(f"{actor.kind} cannot act in {actor.mode} mode")
     starred = operation in _STARRED and doc.authored_by_patient
-    if starred and actor.kind is not Kind.MEDECIN_TRAITANT:
-        return deny("only the médecin traitant may do this to the patient's own document")
+    if starred and actor.kind is not Kind.MEDECIN_TRAITANT and actor.kind not in PATIENT_KINDS:
+        return deny(
+            "only the médecin traitant (or the patient) may do this to the patient's document"
+        )
     right = (matrix or load_matrix()).right(OPERATIONS[operation], col)
     if not right.allowed:
         return deny(f"{OPERATIONS[operation]} is not allowed to {col.value}")
@@ -421,13 +463,20 @@ def manage_record(
     if transaction in _OUTSIDE_MATRIX:
         if column(actor) is None:
             return deny(f"{actor.kind} cannot act in {actor.mode} mode")
+        if actor.kind in PATIENT_KINDS:
+            return deny(f"{transaction.value} is a professional's call, not the patient's")
         if actor.mode is not Mode.NORMAL:
             return deny(f"{transaction.value} is only possible in normal access mode")
         if transaction in _NOT_WITH_MES and attached_to_mes:
             return deny(f"{transaction.value} is not possible on a record attached to MES")
     elif transaction in (RecordTransaction.BLOCK, RecordTransaction.UNBLOCK):
-        if actor.kind is not Kind.MEDECIN_TRAITANT or actor.mode is not Mode.NORMAL:
-            return deny("only the médecin traitant, in normal mode, blocks or unblocks")
+        # The patient asks for it: themself (or their representative) through the portal, or
+        # the médecin traitant at their request, as the national Web PS offers.
+        blocker = actor.kind is Kind.MEDECIN_TRAITANT or actor.kind in PATIENT_KINDS
+        if not blocker or actor.mode is not Mode.NORMAL:
+            return deny(
+                "only the patient or the médecin traitant, in normal mode, blocks or unblocks"
+            )
     elif transaction is RecordTransaction.DESIGNATE_MT:
         decided = may(actor, RecordTransaction.AUTHORISE.value, matrix)
         if not decided:
@@ -438,9 +487,7 @@ def manage_record(
         decided = may(actor, transaction.value, matrix)
         if not decided:
             return decided
-    if transaction is not RecordTransaction.EXISTENCE and (
-        record.authorisation is Authorisation.BLOCKED
-    ):
+    if transaction is not RecordTransaction.EXISTENCE and _blocked(actor, record):
         return deny("the patient has blocked this professional")
     return ALLOW
 
@@ -498,7 +545,9 @@ class TraceScope(StrEnum):
 
 def read_traces(actor: Actor, record: Record) -> tuple[Decision, TraceScope]:
     """The national DMP's rule for its traces (Web PS): "the médecin traitant sees all
-    traces, other professionals only their own", served here to software (audit/service.py).
+    traces, other professionals only their own", served here to software (audit/service.py);
+    and the patient's: the patient (or a legal representative) reads the whole trail of
+    their own record, open or closed, as Mon espace santé shows it.
 
     Refused: an institution certificate (plain indirect authentication names no person whose
     "own" actions these would be), a professional the patient blocked, and every emergency
@@ -511,7 +560,9 @@ def read_traces(actor: Actor, record: Record) -> tuple[Decision, TraceScope]:
         return deny("an institution certificate reads no traces"), TraceScope.NONE
     if actor.mode is not Mode.NORMAL:
         return deny(f"traces are not read in {actor.mode} mode"), TraceScope.NONE
-    if record.authorisation is Authorisation.BLOCKED:
+    if actor.kind in PATIENT_KINDS:
+        return Decision(True, "the patient reads their record's trail"), TraceScope.RECORD
+    if _blocked(actor, record):
         return deny("the patient has blocked this professional"), TraceScope.NONE
     if actor.kind is Kind.MEDECIN_TRAITANT and record.exists and not record.closed:
         return Decision(True, "the médecin traitant reads the whole trail"), TraceScope.RECORD

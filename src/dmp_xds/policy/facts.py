@@ -13,6 +13,7 @@ from ..security.principal import (
     SPECIALTY_SYSTEM,
     AccessMode,
     AuthenticationMode,
+    PatientRole,
     Principal,
 )
 from .access import MEDECIN, Actor, Document, Kind, Mode
@@ -30,17 +31,25 @@ _MODES = {
 def actor_of(principal: Principal, *, medecin_traitant: str | None = None) -> Actor:
     """The matrix actor of a verified VIHF.
 
-    Plain indirect mode acts as the institution's certificate (the matrix's "certificat ES"
-    columns). Direct mode and reinforced indirect mode (AIR, PDT-INF-606: the establishment
-    vouches for a strong local authentication of the named professional) act as the
-    professional: a physician whose specialty (the VIHF's second role, TRE_R01) is occupational
-    medicine is the médecin du travail, who has a column of its own; another physician is the
-    médecin traitant when the record designates that very professional; a holder of a health
+    A VIHF whose first role is the patient (HL7 ``PAT``) or a legal representative
+    (``GUARD``) acts for the patient: security/authenticate.py accepted it from a trusted
+    patient portal only, naming the patient themself for ``PAT``. Otherwise, plain indirect
+    mode acts as the institution's certificate (the matrix's "certificat ES" columns). Direct
+    mode and reinforced indirect mode (AIR, PDT-INF-606: the establishment vouches for a
+    strong local authentication of the named professional) act as the professional: a
+    physician whose specialty (the VIHF's second role, TRE_R01) is occupational medicine is
+    the médecin du travail, who has a column of its own; another physician is the médecin
+    traitant when the record designates that very professional; a holder of a health
     profession (TRE_G15) is a PS, anyone else (a CPE card) is establishment staff.
     """
     mode = _MODES[principal.access_mode]
     specialty = principal.specialty
-    if principal.authentication_mode is AuthenticationMode.INDIRECTE:
+    role = principal.patient_role
+    if role is PatientRole.PATIENT:
+        kind = Kind.PATIENT
+    elif role is PatientRole.LEGAL_REPRESENTATIVE:
+        kind = Kind.REPRESENTANT_LEGAL
+    elif principal.authentication_mode is AuthenticationMode.INDIRECTE:
         kind = Kind.ETABLISSEMENT
     elif principal.profession.system != PROFESSION_SYSTEM:
         kind = Kind.CPE

@@ -13,6 +13,7 @@ from ..call import Call, Reply
 from ..errors import ErrorCode, XdsError, XdsFailure
 from ..metadata import vocabulary as v
 from ..metadata.ebrim import adhoc_query_response, object_ref, parse_submission, registry_response
+from ..metadata.model import Submission
 from ..metadata.validation import validate_submission
 from ..metadata.xsd import payload_errors
 from ..namespaces import LCM, QUERY
@@ -87,7 +88,7 @@ class RegistryService:
             errors += patient_policy.submission_patient_errors(call.authorised_patient, sub)
             errors += validate_submission(sub, registry_side=True)
             with call.writing() as conn:
-                admit_feed(conn, call, self.rules)
+                admit_feed(conn, call, self.rules, sub)
                 register(conn, sub, prior_errors=errors)
                 call.audit_success(conn, [o.id for o in sub.objects()])
             call.log["documents"] = len(sub.documents)
@@ -196,12 +197,22 @@ class RegistryService:
             return Reply(adhoc_query_response((), failure.errors))
 
 
-def admit_feed(conn: Connection, call: Call, rules: Rules) -> None:
-    """ITI-41/42: the VIHF's patient has an open record this caller may feed (TD2.1)."""
+def admit_feed(conn: Connection, call: Call, rules: Rules, sub: Submission) -> None:
+    """ITI-41/42: the VIHF's patient has an open record this caller may feed (TD2.1), with
+    these documents (the patient's side adds patient-contributed ones only)."""
     principal = call.principal
     if principal is None:
         raise XdsFailure(XdsError(ErrorCode.DMP_ACCESS_DENIED, "no VIHF", "SubmitObjectsRequest"))
-    require(RecordGate.load(conn, principal, rules).feed(), "SubmitObjectsRequest", call)
+    gate = RecordGate.load(conn, principal, rules)
+    require(gate.feed(), "SubmitObjectsRequest", call)
+    refused = [
+        refusal(decision, doc.label)
+        for doc in sub.documents
+        if not (decision := gate.contribute(doc))
+    ]
+    if refused:
+        call.log["refused"] = refused[0].message
+        raise XdsFailure(refused)
 
 
 def _search_allowed(gate: RecordGate, req: QueryRequest, call: Call) -> Search:

@@ -158,7 +158,7 @@ class RepositoryService:
             errors += validate_submission(sub, registry_side=False)
             call.log["documents"] = len(sub.documents)
             with call.writing() as conn:
-                admit_feed(conn, call, self.rules)
+                admit_feed(conn, call, self.rules, sub)
                 checked = check(conn, sub, errors)
                 keys = {}
                 # Keeps `dmp-xds gc` off these bytes until the entries referencing them commit.
