@@ -3,6 +3,7 @@ ITI-18 Registry Stored Query."""
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Collection
 
@@ -22,6 +23,8 @@ from ..policy import patient as patient_policy
 from ..policy import purge as purge_policy
 from ..policy.access import Search
 from ..policy.updates import UnsupportedChange, metadata_operations, status_operation
+from ..repository.maintenance import Removal, remove_if_unreferenced
+from ..repository.store import DocumentStore
 from ..soap.envelope import splice_point
 from . import tables as t
 from .queries import Found, parameter_errors, stored_query_for
@@ -29,6 +32,8 @@ from .query_params import QueryRequest, read_query_request
 from .register import as_urn, register
 from .remove import read_remove_request, remove_objects
 from .update import UpdatePlan, apply_update, plan_update
+
+log = logging.getLogger(__name__)
 
 
 def expect(
@@ -72,10 +77,12 @@ class RegistryService:
         *,
         max_query_results: int,
         rules: Rules,
+        store: DocumentStore,
         purge_authorised: Collection[str] = (),
     ) -> None:
         self.max_query_results = max_query_results
         self.rules = rules  # the DMP's rights and habilitations (patients/gate.py)
+        self.store = store  # ITI-62 deletes the bytes its removal leaves unreferenced
         # ITI-62: who may purge (DMP_XDS_PURGE_AUTHORISED; empty: nobody, policy/purge.py).
         self.purge_authorised = frozenset(purge_authorised)
 
@@ -121,12 +128,17 @@ class RegistryService:
             return Reply(registry_response(failure.errors))
 
     def remove(self, call: Call) -> Reply:
-        """ITI-62: erase the listed objects of the VIHF's patient (registry/remove.py).
+        """ITI-62: erase the listed objects of the VIHF's patient (registry/remove.py), which
+        must be deleted documents (and what goes with them), then their bytes.
 
         Authorisation comes first, before the request is even read: by default nobody may
         purge, and a refused caller learns nothing about the ids it sent. The refusal is an
         XDS error, not a SOAP fault: the caller is authenticated (faults are for that), and a
         RegistryResponse Failure is what ITI-62 clients read, report and do not retry blindly.
+
+        The bytes go after the commit, as ``dmp-xds purge`` does it: those no other entry
+        references, under the content lock (a failure there leaves them to ``dmp-xds gc``,
+        never metadata without its document).
         """
         try:
             decision = purge_policy.may_purge(call.principal, self.purge_authorised)
@@ -147,9 +159,21 @@ class RegistryService:
                 removed = remove_objects(conn, call.authorised_patient, ids)
                 call.audit_success(conn, removed.entry_uuids + removed.document_unique_ids)
             call.log["removed"] = removed.counts
+            call.log["bytes_removed"] = self._remove_bytes(conn, removed.content_keys)
             return Reply(registry_response())
         except XdsFailure as failure:
             return Reply(registry_response(failure.errors))
+
+    def _remove_bytes(self, conn: Connection, keys: Collection[str]) -> int:
+        """After an ITI-62 commit: delete the bytes no entry references any more; how many
+        were. The removal stands whatever happens here, so a failure is logged, not raised."""
+        done = 0
+        for key in sorted(keys):
+            try:
+                done += remove_if_unreferenced(conn, self.store, key) is Removal.REMOVED
+            except Exception:
+                log.exception("document bytes left for dmp-xds gc", extra={"sha256": key})
+        return done
 
     def stored_query(self, call: Call) -> Reply:
         """ITI-18: run one stored query and answer ObjectRefs or LeafClass objects."""
