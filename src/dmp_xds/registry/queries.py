@@ -107,6 +107,18 @@ DOCUMENT_FACT_COLUMNS = (
 )
 
 
+def requested_objects(req: QueryRequest) -> list[str]:
+    """The registry objects a query names by identifier (the entryUUIDs and uniqueIds of Get*
+    queries), for the trail of a call that does not answer them: a refused or failed read
+    still says what it asked for."""
+    return [
+        value
+        for name in req.params
+        if name == "$uuid" or name.endswith(("EntryUUID", "UniqueId"))
+        for value in alternatives(req, name)
+    ]
+
+
 def document_facts(
     conn: Connection, key: int, entry_uuids: Collection[uuid.UUID]
 ) -> dict[uuid.UUID, Any]:

@@ -28,10 +28,12 @@ from ..repository.store import DocumentStore
 from ..soap.envelope import splice_point
 from . import tables as t
 from .queries import Found, parameter_errors, stored_query_for
+from .queries import requested_objects as query_requested
 from .query_params import QueryRequest, read_query_request
 from .register import as_urn, register
 from .remove import read_remove_request, remove_objects
 from .update import UpdatePlan, apply_update, plan_update
+from .update import requested_objects as update_requested
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +110,7 @@ class RegistryService:
         try:
             expect(call.payload, LCM, "SubmitObjectsRequest")
             sub, errors = parse_submission(call.payload)
+            call.audit_objects = update_requested(sub)  # what a refusal's event names
             errors += patient_policy.submission_patient_errors(call.authorised_patient, sub)
             errors += validate_submission(sub, registry_side=True, update=True)
             with call.writing() as conn:
@@ -183,6 +186,7 @@ class RegistryService:
             if errors or req is None:
                 raise XdsFailure(errors)
             call.log["query"] = req.query_id
+            call.audit_objects = query_requested(req)  # what a refusal's event names
             problems = parameter_errors(req)  # the request's own errors come first
             # Find*/GetAll must name the VIHF's patient (policy/patient.py).
             mismatch = patient_policy.query_errors(call.authorised_patient, req.params)

@@ -74,6 +74,16 @@ class UpdatePlan:
     changes: list[StatusChange]
 
 
+def requested_objects(sub: Submission) -> list[str]:
+    """What an ITI-57 request names of the registry, for the trail of a refused or failed
+    one: the logical ids and uniqueIds of its new versions, and the ends of its associations
+    that are not in the request (the targets of its status updates)."""
+    local = {o.id for o in sub.objects()}
+    named = [x for doc in sub.documents for x in (doc.lid, doc.unique_id) if x]
+    named += [end for a in sub.associations for end in (a.source, a.target) if end not in local]
+    return list(dict.fromkeys(named))
+
+
 def plan_update(
     conn: Connection,
     sub: Submission,

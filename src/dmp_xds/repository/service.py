@@ -185,6 +185,11 @@ class RepositoryService:
             response.append(registry_response(failure.errors))
             return Reply(response, force_mtom=True)
         requests = list(call.payload.iterchildren(_X + "DocumentRequest"))
+        # The trail names what was asked for until something is served (a refused or failed
+        # retrieve still says what it wanted).
+        call.audit_objects = [
+            (req.findtext(_X + "DocumentUniqueId") or "").strip() for req in requests
+        ]
         if not requests:
             errors.append(
                 XdsError(ErrorCode.REPOSITORY_ERROR, "no DocumentRequest", "DocumentRequest")
@@ -247,7 +252,8 @@ class RepositoryService:
         response.append(registry_response(errors, status=status))
         response.extend(documents)
         call.log["documents"] = len(parts)
-        call.audit_objects = [d.findtext(_X + "DocumentUniqueId") or "" for d in documents]
+        if documents:
+            call.audit_objects = [d.findtext(_X + "DocumentUniqueId") or "" for d in documents]
         return Reply(response, parts, force_mtom=True)
 
     def _reader(self, conn: Connection, call: Call, response: etree._Element) -> RecordGate | None:
