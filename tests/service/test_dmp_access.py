@@ -471,6 +471,30 @@ def test_changes_to_documents_one_cannot_find(
     assert [h.get("status") for h in versions(author, dossier.masked)] == [v.APPROVED]
 
 
+def test_dmp_codes_count_only_in_their_code_system(
+    client_for, dossier: Dossier, engine: Engine, server
+) -> None:
+    """MASQUE_PS masks in the DMP's code system (J58, 1.2.250.1.213.1.1.4.13) only: the same
+    letters in another scheme mask nothing, on a new document or in an ITI-57 version, where
+    adding them is a mere revision (the author's, refused to anyone else)."""
+    lookalike = ("MASQUE_PS", "1.2.250.1.999.4.13", "Pas le code du DMP")
+    author, nurse = as_(client_for, dossier), as_(client_for, dossier, "infirmier")
+    shown = Doc(b"not masked at all", more_confidentiality=(lookalike,))
+    stored = author.provide_and_register(
+        submit_objects_request(dossier.patient_id, [shown]), {"Document01": shown.content}
+    )
+    assert stored.status == "Success", stored.errors
+    assert shown.unique_id in found(nurse, dossier.patient_id)
+    assert retrieved(nurse, shown)
+    before = snapshot(engine, server.store_dir)
+    answer = change_confidentiality(client_for, nurse, dossier, dossier.plain, lookalike)
+    assert "author" in refused(answer)  # a revision, not a masking (which she may do)
+    assert snapshot(engine, server.store_dir) == before
+    revised = change_confidentiality(client_for, author, dossier, dossier.plain, lookalike)
+    assert revised.status == "Success", revised.errors
+    assert dossier.plain.unique_id in found(nurse, dossier.patient_id)
+
+
 def test_masking_is_refused_in_emergency_modes(client_for, dossier: Dossier, unchanged) -> None:
     glass = as_(client_for, dossier, "sage-femme", access_mode="bris_de_glace")
     assert "TD3.3a_masquer" in refused(

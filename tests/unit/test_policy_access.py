@@ -310,10 +310,35 @@ def test_document_facts_from_stored_metadata() -> None:
         ],
         ["CHU TEST^^^^^&1.2.250.1.71.4.2.2&ISO^IDNST^^^1999000001"],
     )
-    assert facts.confidentiality == {"N", MASQUE_PS}
+    assert facts.confidentiality == {"N^^2.16.840.1.113883.5.25", MASQUE_PS}
     assert facts.author_ids == {"810000000001", "2070585756270"}
     assert facts.author_structures == {"1999000001"}
     assert facts.authored_by_patient
+
+
+@pytest.mark.parametrize(
+    ("codes", "masked", "invisible"),
+    [
+        (["N^^2.16.840.1.113883.5.25", "MASQUE_PS^^1.2.250.1.213.1.1.4.13"], True, False),
+        (["INVISIBLE_PATIENT^^1.2.250.1.213.1.1.4.13"], False, True),
+        # the same letters in another code system restrict nothing
+        (["N^^2.16.840.1.113883.5.25", "MASQUE_PS^^1.2.3.4"], False, False),
+        (["INVISIBLE_PATIENT^^2.16.840.1.113883.5.25"], False, False),
+        (["MASQUE_PS"], False, False),  # no code system at all
+    ],
+)
+def test_dmp_codes_count_in_their_own_code_system(codes, masked: bool, invisible: bool) -> None:
+    from dmp_xds.policy.facts import document_of
+    from dmp_xds.policy.updates import metadata_operations
+
+    facts = document_of(v.APPROVED, codes, [f"{AUTHOR}^MARTIN^CLAIRE"])
+    assert (MASQUE_PS in facts.confidentiality) is masked
+    assert (INVISIBLE_PATIENT in facts.confidentiality) is invisible
+    assert bool(see_document(actor(), AUTHORISED, facts)) is not masked
+    if not invisible:  # (hiding from the patient again is no operation at all)
+        # a new version with these codes after a plain one masks only if they mask
+        operations = metadata_operations({"N^^2.16.840.1.113883.5.25"}, facts.confidentiality)
+        assert ("mask" in operations) is masked
 
 
 @pytest.mark.parametrize(

@@ -19,7 +19,9 @@ from ..metadata import vocabulary as v
 from .habilitations import Habilitations
 from .rights import Column, Condition, RightsMatrix, load_matrix
 
-# Confidentiality codes of the DMP (TRE_A07 / J58, code system 1.2.250.1.213.1.1.4.13).
+# Confidentiality codes of the DMP (TRE_A07 / J58): they restrict a document's audience only
+# in their own code system (a MASQUE_PS of another scheme masks nothing, facts.py).
+DMP_CONFIDENTIALITY_SYSTEM = "1.2.250.1.213.1.1.4.13"
 MASQUE_PS = "MASQUE_PS"
 INVISIBLE_PATIENT = "INVISIBLE_PATIENT"
 INVISIBLE_REPRESENTANTS_LEGAUX = "INVISIBLE_REPRESENTANTS_LEGAUX"
@@ -79,7 +81,9 @@ class Record:
 @dataclass(frozen=True, slots=True)
 class Document:
     status: str
-    confidentiality: frozenset[str]  # the codes alone (N, R, MASQUE_PS, INVISIBLE_PATIENT...)
+    # The DMP's restriction codes bare (MASQUE_PS, INVISIBLE_PATIENT...), any other code as
+    # code^^scheme (N^^2.16.840.1.113883.5.25): facts.confidentiality_of
+    confidentiality: frozenset[str]
     author_ids: frozenset[str]  # person ids of the authors
     author_structures: frozenset[str]
     authored_by_patient: bool = False

@@ -16,7 +16,7 @@ from ..security.principal import (
     PatientRole,
     Principal,
 )
-from .access import MEDECIN, Actor, Document, Kind, Mode
+from .access import DMP_CONFIDENTIALITY_SYSTEM, MEDECIN, Actor, Document, Kind, Mode
 
 MEDECINE_DU_TRAVAIL = "SM25"  # TRE_R01 "Médecine du travail (SM)"
 INS_OIDS_PREFIX = "1.2.250.1.213.1.4."  # INS-NIR, INS-NIA and their test domains
@@ -87,6 +87,18 @@ def is_patient(xcn: str) -> bool:
     return oid.startswith(INS_OIDS_PREFIX)
 
 
+def confidentiality_of(codes: Iterable[str]) -> frozenset[str]:
+    """Confidentiality codes (``code^^scheme``) as policy compares them: a code of the DMP's
+    restriction system (J58 / TRE_A07) bare, so that it is the MASQUE_PS or
+    INVISIBLE_PATIENT the rules name; any other kept whole, so that the same letters in
+    another code system never count as one."""
+    found = set()
+    for key in codes:
+        code, _, scheme = key.partition("^^")
+        found.add(code if scheme == DMP_CONFIDENTIALITY_SYSTEM else f"{code}^^{scheme}")
+    return frozenset(found)
+
+
 def document_of(
     status: str,
     confidentiality: Iterable[str],
@@ -98,7 +110,7 @@ def document_of(
     persons = list(author_persons)
     return Document(
         status=status,
-        confidentiality=frozenset(c.split("^^", 1)[0] for c in confidentiality),
+        confidentiality=confidentiality_of(confidentiality),
         author_ids=frozenset(filter(None, (person_id(p) for p in persons))),
         author_structures=frozenset(
             filter(None, (organisation_id(o) for o in author_institutions))

@@ -22,6 +22,7 @@ from ..patients.gate import RecordGate, Rules, refusal, require
 from ..policy import patient as patient_policy
 from ..policy import purge as purge_policy
 from ..policy.access import Search
+from ..policy.facts import confidentiality_of
 from ..policy.updates import UnsupportedChange, metadata_operations, status_operation
 from ..repository.maintenance import Removal, remove_if_unreferenced
 from ..repository.store import DocumentStore
@@ -285,7 +286,7 @@ def change_errors(gate: RecordGate, plan: UpdatePlan) -> list[XdsError]:
         try:
             operations = metadata_operations(
                 gate.document(new.previous).confidentiality,
-                (c.code for c in new.doc.confidentiality_codes),
+                confidentiality_of(c.key for c in new.doc.confidentiality_codes),
             )
         except UnsupportedChange as exc:
             errors.append(XdsError(ErrorCode.METADATA_UPDATE_OPERATION, str(exc), new.doc.label))
