@@ -28,7 +28,7 @@ from sqlalchemy import Engine, text
 from dmp_xds.client.xds import XdsClient
 from dmp_xds.metadata.xsd import payload_errors
 from dmp_xds.registry.database import EmbeddedPostgres, make_engine, migrate
-from dmp_xds.security.pki import TestPki, init_test_pki
+from dmp_xds.security.pki import PATIENT, REPRESENTATIVE, TestPki, init_test_pki
 from tests.fixtures.metadata import new_patient_id
 from tests.fixtures.records import new_record
 
@@ -189,14 +189,18 @@ def client_for(server: Server, test_pki: TestPki) -> ClientFactory:
     "access_mode": "bris_de_glace"}`` or ``{"signer": None}`` (see
     :meth:`TestPki.vihf_headers`); other keyword arguments go to :class:`XdsClient`.
     By default the physician ``medecin`` acts in reinforced indirect mode (AIR): signed by
-    the institution, acting as the professional.
+    the institution, acting as the professional; ``{"professional": "patient"}`` (or
+    ``"representant"``) acts for the patient through the test PKI's patient portal, in plain
+    indirect mode.
     Session-scoped so that module fixtures can use it too.
     """
 
     def make(
         patient_id: str | None = None, *, vihf: dict[str, Any] | None = None, **kwargs: object
     ) -> XdsClient:
-        claims = {"authentication_mode": "INDIRECTE_RENFORCEE", **(vihf or {})}
+        vihf = vihf or {}
+        portal = vihf.get("professional") in (PATIENT, REPRESENTATIVE)
+        claims = {"authentication_mode": "INDIRECTE" if portal else "INDIRECTE_RENFORCEE", **vihf}
         headers = test_pki.vihf_headers(patient_id or new_patient_id(), **claims)
         kwargs.setdefault("header_factory", headers)
         return schema_checked(XdsClient(server.url, **kwargs))  # type: ignore[arg-type]

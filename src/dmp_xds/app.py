@@ -105,6 +105,7 @@ class Application:
         registry = RegistryService(
             max_query_results=settings.max_query_results,
             rules=rules,
+            store=self.store,
             purge_authorised=settings.purge_authorised,
         )
         repository = RepositoryService(

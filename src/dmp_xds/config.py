@@ -119,6 +119,10 @@ class Settings:
     # ITI-62 purges: national identifiers (VIHF NameID) of the host's physicians allowed to
     # remove metadata; empty (the default) refuses every ITI-62 (policy/purge.py says why).
     purge_authorised: tuple[str, ...] = field(default_factory=tuple)
+    # Patient access: Identifiant_Structure of the hosting operator's patient portals trusted
+    # to act for patients and their legal representatives; empty (the default): no patient
+    # access (security/authenticate.py).
+    patient_portals: tuple[str, ...] = field(default_factory=tuple)
     # The DMP's rules as data (policy/): the functional rights matrix (PDT-INF-526) and the
     # profession x document type habilitations; None: the files shipped with the code.
     rights_matrix: Path | None = None
@@ -180,6 +184,7 @@ class Settings:
             ),
             clock_skew_s=_int("DMP_XDS_CLOCK_SKEW_S", cls.clock_skew_s),
             purge_authorised=_list("DMP_XDS_PURGE_AUTHORISED"),
+            patient_portals=_list("DMP_XDS_PATIENT_PORTALS"),
             rights_matrix=_path("DMP_XDS_RIGHTS_MATRIX"),
             habilitations=_path("DMP_XDS_HABILITATIONS"),
             crl_path=_path("DMP_XDS_CRL_DIR"),

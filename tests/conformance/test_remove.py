@@ -1,12 +1,17 @@
 """ITI-62 Remove Metadata over the real server and PostgreSQL: the NIST registry tests 30000 and
 30001 (and the rules of 30002-30008) in our own words, folders, replacement chains, ITI-57
-versions, another patient's objects, who may purge, and what becomes of uniqueIds and bytes."""
+versions, another patient's objects, who may purge, only deleted documents, and what becomes
+of uniqueIds and bytes.
+
+In the DMP a purge erases documents that were deleted first (ITI-57 status update to
+Deleted, by whoever the rights matrix lets delete them): the documents these tests remove are
+marked so directly (tests/fixtures/updates.mark_deleted), one test goes through ITI-57. What
+the record holds is read from the database, since deleted documents leave every query."""
 
 from __future__ import annotations
 
 import hashlib
 import threading
-import time
 import uuid
 
 import pytest
@@ -19,10 +24,8 @@ from dmp_xds.metadata import vocabulary as v
 from dmp_xds.metadata.ebrim import resolve_symbolic_ids
 from dmp_xds.registry import patient_lock
 from dmp_xds.registry.register import patient_key
-from dmp_xds.repository.maintenance import collect_garbage
-from dmp_xds.repository.store import open_store
 from dmp_xds.soap.envelope import SoapVersion
-from tests.conftest import snapshot, start_server, stop_server
+from tests.conftest import REPOSITORY_UNIQUE_ID, snapshot, start_server, stop_server
 from tests.fixtures.metadata import (
     HAS_MEMBER,
     RPLC,
@@ -34,6 +37,7 @@ from tests.fixtures.metadata import (
     unique_oid,
 )
 from tests.fixtures.records import open_record
+from tests.fixtures.updates import mark_deleted, status_update
 
 RIM = "urn:oasis:names:tc:ebxml-regrep:xsd:rim:3.0"
 LCM = "urn:oasis:names:tc:ebxml-regrep:xsd:lcm:3.0"
@@ -60,34 +64,37 @@ def remove(client: XdsClient, *entry_uuids: str):
     return client.remove(remove_objects_request(entry_uuids))
 
 
-def stored(client: XdsClient, pid: str) -> set[str]:
-    """The entryUUIDs of everything the patient's record holds, associations included
-    (GetAll, every status)."""
-    statuses = [v.APPROVED, v.DEPRECATED]
-    found = client.stored_query(
-        v.GET_ALL,
-        {
-            "$patientId": pid,
-            "$XDSDocumentEntryStatus": statuses,
-            "$XDSSubmissionSetStatus": statuses,
-            "$XDSFolderStatus": statuses,
-        },
-        "ObjectRef",
-    )
-    assert found.status == "Success", found.errors
-    return {o.get("id") for o in found.objects}
+def stored(engine: Engine, pid: str) -> set[str]:
+    """The entryUUIDs of everything the patient's record holds, associations included."""
+    with engine.connect() as conn:
+        found = conn.execute(
+            text(
+                "SELECT l.entry_uuid FROM object_locator l JOIN patient p USING (patient_key) "
+                "WHERE p.patient_id = :p"
+            ),
+            {"p": pid},
+        ).scalars()
+        return {f"urn:uuid:{u}" for u in found}
 
 
-def document_status(client: XdsClient, doc: Doc) -> list[str]:
-    found = client.stored_query(v.GET_DOCUMENTS, {"$XDSDocumentEntryUniqueId": [doc.unique_id]})
-    assert found.status == "Success", found.errors
-    return [o.get("status") for o in found.objects]
+def document_status(engine: Engine, doc: Doc) -> list[str]:
+    """The statuses of a document's versions, oldest first."""
+    with engine.connect() as conn:
+        return list(
+            conn.execute(
+                text("SELECT status FROM document_entry WHERE unique_id = :u ORDER BY version"),
+                {"u": doc.unique_id},
+            ).scalars()
+        )
 
 
 @pytest.fixture
-def single(client: XdsClient, patient_id: str) -> dict[str, str]:
-    """NIST 30001/submit: one SubmissionSet with one DocumentEntry."""
-    return submit(client, patient_id, [Doc(b"single document")])
+def single(client: XdsClient, patient_id: str, engine: Engine) -> dict[str, str]:
+    """NIST 30001/submit: one SubmissionSet with one DocumentEntry, deleted in the DMP."""
+    doc = Doc(b"single document")
+    ids = submit(client, patient_id, [doc])
+    mark_deleted(engine, doc.unique_id)
+    return ids
 
 
 # --- NIST 30000 and 30001 ------------------------------------------------------------------------
@@ -120,12 +127,12 @@ def test_remove_submission_set_then_document_then_everything(
     assert doc_and_member.error_codes == ["XDSUnreferencedObjectException"]
     assert doc_and_member.errors[0].location == ss
     assert snapshot(engine, server.store_dir) == before
-    assert stored(client, patient_id) == {ss, doc, member}
+    assert stored(engine, patient_id) == {ss, doc, member}
 
     everything = remove(client, doc, member, ss)
     assert everything.status == "Success", everything.errors
     assert everything.errors == []
-    assert stored(client, patient_id) == set()
+    assert stored(engine, patient_id) == set()
     contents = client.stored_query(
         v.GET_SUBMISSION_SET_AND_CONTENTS, {"$XDSSubmissionSetEntryUUID": ss}
     )
@@ -146,19 +153,21 @@ def test_every_error_at_once(client: XdsClient, single: dict[str, str], engine, 
 
 
 def test_ids_are_matched_whatever_their_case_and_listed_twice(
-    client: XdsClient, patient_id: str, single: dict[str, str]
+    client: XdsClient, patient_id: str, single: dict[str, str], engine: Engine
 ) -> None:
     ids = [single["Document01"].upper().replace("URN:UUID:", "urn:uuid:")]
     ids += [single["assoc-Document01"], single["SubmissionSet01"], single["SubmissionSet01"]]
     result = remove(client, *ids)
     assert result.status == "Success", result.errors
-    assert stored(client, patient_id) == set()
+    assert stored(engine, patient_id) == set()
 
 
 # --- folders -----------------------------------------------------------------------------------
 
 
-def test_remove_a_folder_with_its_associations(client: XdsClient, patient_id: str) -> None:
+def test_remove_a_folder_with_its_associations(
+    client: XdsClient, patient_id: str, engine: Engine
+) -> None:
     folder_uid = unique_oid(2)
     ids = submit(
         client,
@@ -182,7 +191,7 @@ def test_remove_a_folder_with_its_associations(client: XdsClient, patient_id: st
     )
     assert folders.objects == []
     # The document and its submission stay, untouched.
-    assert stored(client, patient_id) == {
+    assert stored(engine, patient_id) == {
         ids["SubmissionSet01"],
         ids["Document01"],
         ids["assoc-Document01"],
@@ -226,7 +235,7 @@ def test_a_document_cannot_leave_its_submission_set_alone(
 
 
 def test_remove_a_replaced_document_and_its_replacement_chain(
-    client: XdsClient, patient_id: str
+    client: XdsClient, patient_id: str, engine: Engine
 ) -> None:
     original = Doc(b"original")
     first = submit(client, patient_id, [original])
@@ -235,7 +244,9 @@ def test_remove_a_replaced_document_and_its_replacement_chain(
     second = submit(
         client, patient_id, [replacement], association("r", RPLC, "Repl", first["Document01"])
     )
-    assert document_status(client, original) == [v.DEPRECATED]
+    assert document_status(engine, original) == [v.DEPRECATED]
+    # Replaced is not deleted: the original is deleted first.
+    mark_deleted(engine, original.unique_id)
     original_set = [first["Document01"], first["assoc-Document01"], first["SubmissionSet01"]]
 
     # The RPLC still points at the original: it must go too (NIST 30005, 30006).
@@ -245,8 +256,8 @@ def test_remove_a_replaced_document_and_its_replacement_chain(
 
     result = remove(client, *original_set, second["r"])
     assert result.status == "Success", result.errors
-    assert document_status(client, original) == []
-    assert document_status(client, replacement) == [v.APPROVED]
+    assert document_status(engine, original) == []
+    assert document_status(engine, replacement) == [v.APPROVED]
     related = client.stored_query(
         v.GET_RELATED_DOCUMENTS,
         {"$XDSDocumentEntryEntryUUID": second["Repl"], "$AssociationTypes": [RPLC]},
@@ -257,7 +268,7 @@ def test_remove_a_replaced_document_and_its_replacement_chain(
 
 
 def test_removing_the_replacement_leaves_the_original_deprecated(
-    client: XdsClient, patient_id: str
+    client: XdsClient, patient_id: str, engine: Engine
 ) -> None:
     """ITI-62 removes objects and changes nothing else (no status is restored)."""
     original = Doc(b"original")
@@ -267,12 +278,13 @@ def test_removing_the_replacement_leaves_the_original_deprecated(
     second = submit(
         client, patient_id, [replacement], association("r", RPLC, "Repl", first["Document01"])
     )
+    mark_deleted(engine, replacement.unique_id)
     result = remove(
         client, second["Repl"], second["assoc-Repl"], second["SubmissionSet01"], second["r"]
     )
     assert result.status == "Success", result.errors
-    assert document_status(client, original) == [v.DEPRECATED]
-    assert document_status(client, replacement) == []
+    assert document_status(engine, original) == [v.DEPRECATED]
+    assert document_status(engine, replacement) == []
 
 
 def _update_request(pid: str, doc: Doc, lid: str) -> tuple[etree._Element, dict[str, str]]:
@@ -289,20 +301,21 @@ def _update_request(pid: str, doc: Doc, lid: str) -> tuple[etree._Element, dict[
 
 
 def test_a_unique_id_stays_taken_while_one_version_remains(
-    client: XdsClient, patient_id: str
+    client: XdsClient, patient_id: str, engine: Engine
 ) -> None:
     doc = Doc(b"versioned")
     first = submit(client, patient_id, [doc])
     update, second = _update_request(patient_id, doc, first["Document01"])
     updated = client.update(update)
     assert updated.status == "Success", updated.errors
-    assert sorted(document_status(client, doc)) == [v.APPROVED, v.DEPRECATED]
+    assert document_status(engine, doc) == [v.DEPRECATED, v.APPROVED]
+    mark_deleted(engine, doc.unique_id)
 
     result = remove(
         client, second["Document01"], second["assoc-Document01"], second["SubmissionSet01"]
     )
     assert result.status == "Success", result.errors
-    assert document_status(client, doc) == [v.DEPRECATED]  # version 1, as it was
+    assert document_status(engine, doc) == [v.DEPRECATED]  # version 1, as it was
     taken = client.register(
         submit_objects_request(
             patient_id, [Doc(b"versioned", unique_id=doc.unique_id)], registry_side=True
@@ -310,6 +323,11 @@ def test_a_unique_id_stays_taken_while_one_version_remains(
     )
     assert taken.error_codes == ["XDSDuplicateUniqueIdInRegistry"]
 
+    # Version 1 is now the document's latest, and not deleted: refused until it is.
+    kept = remove(client, first["Document01"], first["assoc-Document01"], first["SubmissionSet01"])
+    assert kept.error_codes == ["XDSRegistryError"]
+    assert "version 1 is Deprecated" in kept.errors[0].context
+    mark_deleted(engine, doc.unique_id)
     last = remove(client, first["Document01"], first["assoc-Document01"], first["SubmissionSet01"])
     assert last.status == "Success", last.errors
     assert submit(client, patient_id, [Doc(b"versioned", unique_id=doc.unique_id)])
@@ -458,7 +476,7 @@ def test_a_soap11_client_without_action_is_routed_by_its_payload(
 
 
 def test_a_deletion_scope_of_delete_all_is_the_default(
-    client: XdsClient, patient_id: str, single: dict[str, str]
+    client: XdsClient, patient_id: str, single: dict[str, str], engine: Engine
 ) -> None:
     refs = "".join(f'<rim:ObjectRef id="{single[k]}"/>' for k in SINGLE)
     result = client.remove(
@@ -468,31 +486,86 @@ def test_a_deletion_scope_of_delete_all_is_the_default(
         )
     )
     assert result.status == "Success", result.errors
-    assert stored(client, patient_id) == set()
+    assert stored(engine, patient_id) == set()
 
 
 # --- after the removal: bytes, trail, concurrency ----------------------------------------------
 
 
-def test_document_bytes_wait_for_gc(client: XdsClient, patient_id: str, engine, server) -> None:
-    doc = Doc(b"bytes that outlive their metadata " + uuid.uuid4().bytes)
+def test_a_document_not_deleted_is_not_removed(
+    client: XdsClient, patient_id: str, engine: Engine, server
+) -> None:
+    """ITI-62 erases for good only what was deleted first (ITI-57): an approved or archived
+    document, or one replaced, is refused with XDSRegistryError naming it and its version,
+    every such one at once, and nothing at all changes (all or nothing)."""
+    approved, archived, deleted = Doc(b"still shown"), Doc(b"archived"), Doc(b"deleted")
+    ids = [submit(client, patient_id, [d]) for d in (approved, archived, deleted)]
+    mark_deleted(engine, deleted.unique_id)
+    with engine.begin() as conn:
+        conn.execute(
+            text("UPDATE document_entry SET status = :s WHERE unique_id = :u"),
+            {"s": v.ARCHIVED, "u": archived.unique_id},
+        )
+    before = snapshot(engine, server.store_dir)
+    result = remove(client, *(i[k] for i in ids for k in SINGLE))
+    assert result.status == "Failure"
+    assert result.error_codes == ["XDSRegistryError", "XDSRegistryError"]
+    says = {e.location: e.context for e in result.errors}
+    assert "version 1 is Approved" in says[ids[0]["Document01"]]
+    assert "version 1 is Archived" in says[ids[1]["Document01"]]
+    assert all("only a document whose latest version is Deleted" in c for c in says.values())
+    assert snapshot(engine, server.store_dir) == before
+    assert document_status(engine, deleted) == [v.DELETED]
+
+
+def test_a_document_deleted_with_iti57_is_purged_with_its_bytes(
+    client: XdsClient, patient_id: str, engine: Engine, server
+) -> None:
+    """The whole way: the author deletes the document (ITI-57, which records a status-update
+    submission), the hosting physician purges it and what its deletion added; the bytes go
+    after the commit."""
+    doc = Doc(b"deleted, then purged " + uuid.uuid4().bytes)
     request = submit_objects_request(patient_id, [doc])
     ids = resolve_symbolic_ids(request.find(f"{{{RIM}}}RegistryObjectList"))
-    stored_ = client.provide_and_register(request, {ids["Document01"]: doc.content})
-    assert stored_.status == "Success", stored_.errors
-    before = snapshot(engine, server.store_dir).blobs
-
-    result = remove(client, ids["Document01"], ids["assoc-Document01"], ids["SubmissionSet01"])
-    assert result.status == "Success", result.errors
-    assert snapshot(engine, server.store_dir).blobs == before  # ITI-62 deletes no bytes
+    assert client.provide_and_register(request, {ids["Document01"]: doc.content}).status == (
+        "Success"
+    )
     sha256 = hashlib.sha256(doc.content).hexdigest()
-    assert sha256 in before
-    # Dry runs (the session's store is shared): kept while young, collected after the grace.
-    store = open_store(server.store_dir.as_uri())
-    young = collect_garbage(engine, store, grace_s=3600, dry_run=True)
-    later = collect_garbage(engine, store, grace_s=3600, dry_run=True, now=time.time() + 3700)
-    assert sha256 not in {b.key for b in young.removed}
-    assert sha256 in {b.key for b in later.removed}
+    deletion = status_update(
+        patient_id, ids["Document01"], {"OriginalStatus": v.APPROVED, "NewStatus": v.DELETED}
+    )
+    update_ids = resolve_symbolic_ids(deletion.find(f"{{{RIM}}}RegistryObjectList"))
+    assert client.update(deletion).status == "Success"
+    assert sha256 in snapshot(engine, server.store_dir).blobs
+
+    result = remove(
+        client,
+        *(ids[k] for k in SINGLE),
+        update_ids["SubmissionSet01"],
+        update_ids["status-change"],
+    )
+    assert result.status == "Success", result.errors
+    assert stored(engine, patient_id) == set()
+    assert sha256 not in snapshot(engine, server.store_dir).blobs
+
+
+def test_bytes_another_entry_shares_are_kept(
+    client: XdsClient, patient_id: str, engine: Engine, server
+) -> None:
+    content = b"the same bytes twice " + uuid.uuid4().bytes
+    gone, stays = Doc(content), Doc(content)
+    request = submit_objects_request(patient_id, [gone, stays])
+    ids = resolve_symbolic_ids(request.find(f"{{{RIM}}}RegistryObjectList"))
+    stored_ = client.provide_and_register(
+        request, {ids["Document01"]: content, ids["Document02"]: content}
+    )
+    assert stored_.status == "Success", stored_.errors
+    mark_deleted(engine, gone.unique_id)
+    result = remove(client, ids["Document01"], ids["assoc-Document01"])
+    assert result.status == "Success", result.errors
+    assert hashlib.sha256(content).hexdigest() in snapshot(engine, server.store_dir).blobs
+    got = client.retrieve([(REPOSITORY_UNIQUE_ID, stays.unique_id)])
+    assert got.documents[0].content == content
 
 
 def test_the_removal_is_in_the_audit_trail(

@@ -13,7 +13,9 @@ from dmp_xds.metadata import vocabulary as v
 from dmp_xds.metadata.datatypes import parse_patient_id
 from tests.conftest import REPOSITORY_UNIQUE_ID
 from tests.fixtures.metadata import Doc, new_patient_id, submit_objects_request
+from tests.fixtures.records import new_record
 from tests.fixtures.trail import trail_rows
+from tests.fixtures.updates import status_update, versions
 from tests.service.test_transport import envelope, post
 
 
@@ -98,3 +100,49 @@ def test_request_id_links_answer_and_event(server, engine) -> None:
     )
     [event] = trail_rows(engine, request_id=response.headers["X-Request-Id"])
     assert event.outcome == "fault"
+
+
+def test_refused_and_failed_reads_and_updates_name_what_they_asked_for(client_for, engine) -> None:
+    """A refused or failed ITI-57, Get* query or ITI-43 names in its event the objects the
+    request named (entryUUIDs, uniqueIds); a read that answers names what it served."""
+    pid = new_record(engine)
+    doc = Doc(b"asked for")
+    physician = client_for(pid)
+    stored = physician.provide_and_register(
+        submit_objects_request(pid, [doc]), {"Document01": doc.content}
+    )
+    assert stored.status == "Success", stored.errors
+    [entry] = versions(physician, doc)
+    entry_uuid, unknown = entry.get("id"), "1.2.250.1.999.9.9.9"
+    stranger = client_for(pid, vihf={"professional": "sage-femme"})  # not authorised
+
+    def last_event(transaction: str):
+        return trail_rows(engine, patient_id=pid, transaction=transaction)[-1]
+
+    query = stranger.stored_query(v.GET_DOCUMENTS, {"$XDSDocumentEntryUniqueId": [doc.unique_id]})
+    assert query.error_codes == ["DMPAccessDeniedByRightsService"]
+    assert last_event("ITI-18").objects == [doc.unique_id]
+    read = stranger.retrieve([(REPOSITORY_UNIQUE_ID, doc.unique_id)])
+    assert read.error_codes == ["DMPAccessDeniedByRightsService"]
+    assert last_event("ITI-43").objects == [doc.unique_id]
+    change = stranger.update(
+        status_update(pid, entry_uuid, {"OriginalStatus": v.APPROVED, "NewStatus": v.DELETED})
+    )
+    assert change.status == "Failure"
+    event = last_event("ITI-57")
+    assert event.outcome == "failure" and entry_uuid in event.objects
+    missing = physician.retrieve([(REPOSITORY_UNIQUE_ID, unknown)])
+    assert missing.error_codes == ["XDSDocumentUniqueIdError"]
+    assert last_event("ITI-43").objects == [unknown]
+
+    # Answered reads name what they served, not what was asked.
+    partial = physician.retrieve(
+        [(REPOSITORY_UNIQUE_ID, doc.unique_id), (REPOSITORY_UNIQUE_ID, unknown)]
+    )
+    assert partial.status == "PartialSuccess"
+    assert last_event("ITI-43").objects == [doc.unique_id]
+    both = physician.stored_query(
+        v.GET_DOCUMENTS, {"$XDSDocumentEntryUniqueId": [doc.unique_id, unknown]}
+    )
+    assert both.status == "Success"
+    assert last_event("ITI-18").objects == [entry_uuid]

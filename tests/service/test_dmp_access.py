@@ -7,12 +7,15 @@ may search (ITI-18), read (ITI-43), feed (ITI-41/42) and change documents (ITI-5
 policy/access.py decides from the PDT-INF-526 matrix; the rule tables are unit-tested in
 tests/unit/test_policy_access.py, this checks that the endpoints apply them.
 
-The patient is not an actor here: the national DMP serves patients through its own portal,
-not through the LPS web services (there is no patient VIHF).
+The patient acts too, through the host's patient portal (a VIHF with the HL7 role PAT, or
+GUARD for a legal representative, signed by a portal the server trusts): they read their
+record, masked documents included, but not what awaits the announcement consultation, and
+manage the documents they contributed.
 """
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,12 +23,20 @@ import pytest
 from sqlalchemy import Engine, select
 
 from dmp_xds.audit.trail import audit_event
-from dmp_xds.client.xds import XdsClient
+from dmp_xds.client.xds import SoapFaultError, XdsClient
 from dmp_xds.metadata import vocabulary as v
+from dmp_xds.namespaces import WSSE
 from dmp_xds.patients import authorisations as auth
 from dmp_xds.patients.records import close_record
-from tests.conftest import REPOSITORY_UNIQUE_ID, schema_checked, start_server, stop_server
+from tests.conftest import (
+    REPOSITORY_UNIQUE_ID,
+    schema_checked,
+    snapshot,
+    start_server,
+    stop_server,
+)
 from tests.fixtures.metadata import (
+    INVISIBLE_TO_GUARDIANS,
     INVISIBLE_TO_PATIENT,
     MASKED,
     Doc,
@@ -153,6 +164,46 @@ def test_who_sees_what(client_for, test_pki, dossier: Dossier, who, vihf, sees) 
         assert retrieved(client, doc) == (doc.unique_id in expected), name
 
 
+def test_the_medecin_du_travail_reads_no_document(
+    client_for, engine: Engine, dossier: Dossier, server
+) -> None:
+    """A physician whose VIHF specialty is SM25 (occupational medicine) is the matrix's
+    médecin du travail: authorised, it searches the record but is shown no document and
+    reads none (TD3.2 non), yet feeds the record and manages what it wrote (TD3.3, note 8).
+    Before, it was taken for any physician and read everything."""
+    with engine.begin() as conn:
+        auth.authorise(conn, dossier.key, professional_actor("medecin-travail"), by="test")
+    travail = as_(client_for, dossier, "medecin-travail")
+    assert found(travail, dossier.patient_id) == set()
+    for doc in (dossier.plain, dossier.masked, dossier.invisible):
+        assert not retrieved(travail, doc)
+    aptitude = Doc(
+        b"avis d'aptitude",
+        author_person="899900000052^TRAVAIL^MARC^^^^^^&1.2.250.1.71.4.2.1&ISO^D^^^IDNPS",
+    )
+    fed = travail.provide_and_register(
+        submit_objects_request(dossier.patient_id, [aptitude]), {"Document01": aptitude.content}
+    )
+    assert fed.status == "Success", fed.errors
+    assert found(travail, dossier.patient_id) == set()  # not even its own to read
+    ours = versions(as_(client_for, dossier), aptitude)[0].get("id")
+    plain = versions(as_(client_for, dossier), dossier.plain)[0].get("id")
+    before = snapshot(engine, server.store_dir)
+    kept = travail.update(
+        status_update(
+            dossier.patient_id, plain, {"OriginalStatus": v.APPROVED, "NewStatus": v.ARCHIVED}
+        )
+    )
+    assert plain in refused(kept, "UnresolvedReferenceException")  # one it cannot find
+    assert snapshot(engine, server.store_dir) == before
+    archived = travail.update(
+        status_update(
+            dossier.patient_id, ours, {"OriginalStatus": v.APPROVED, "NewStatus": v.ARCHIVED}
+        )
+    )
+    assert archived.status == "Success", archived.errors
+
+
 def test_get_queries_leave_hidden_documents_out(client_for, dossier: Dossier) -> None:
     """GetDocuments naming a masked document answers as if it did not exist, and the
     submission set's contents do not reveal it through an association either."""
@@ -244,7 +295,8 @@ def test_institution_certificate_finds_references_only(
     assert [o.get("id") for o in refs.objects] == [ours_uuid]
     read = institution.retrieve([(REPOSITORY_UNIQUE_ID, ours.unique_id)])
     assert read.error_codes == [DENIED]
-    # ... and it may delete its structure's document (note 9), not the physician's.
+    # ... and it may delete its structure's document (note 9); the physician's is one it
+    # cannot find, so for it that document does not exist.
     gone = institution.update(
         status_update(
             dossier.patient_id, ours_uuid, {"OriginalStatus": v.APPROVED, "NewStatus": v.DELETED}
@@ -257,7 +309,7 @@ def test_institution_certificate_finds_references_only(
             dossier.patient_id, plain_uuid, {"OriginalStatus": v.APPROVED, "NewStatus": v.DELETED}
         )
     )
-    assert "structure" in refused(kept)
+    assert plain_uuid in refused(kept, "UnresolvedReferenceException")
 
 
 # --- feeding -------------------------------------------------------------------------------
@@ -325,8 +377,12 @@ def test_masking_and_unmasking(client_for, dossier: Dossier) -> None:
     assert masked.status == "Success", masked.errors
     assert dossier.plain.unique_id not in found(nurse, dossier.patient_id)
     assert dossier.plain.unique_id in found(mt, dossier.patient_id)
-    # only the author (or the MT) unmasks (footnote 8); the nurse cannot even see it
-    assert "author" in refused(change_confidentiality(client_for, nurse, dossier, dossier.plain))
+    # only the author (or the MT) unmasks (footnote 8); the nurse cannot even see it, so
+    # for her it does not exist (test_changes_to_documents_one_cannot_find)
+    refused(
+        change_confidentiality(client_for, nurse, dossier, dossier.plain),
+        "XDSMetadataVersionError",
+    )
     unmasked = change_confidentiality(client_for, author, dossier, dossier.plain)
     assert unmasked.status == "Success", unmasked.errors
     assert dossier.plain.unique_id in found(nurse, dossier.patient_id)
@@ -351,11 +407,151 @@ def test_making_a_document_visible_to_the_patient(client_for, dossier: Dossier) 
     refused(again, "XDSMetadataUpdateOperationError")
 
 
+def _unknown_answer(result, named: str) -> tuple[str, str]:
+    """The error of an ITI-57 naming a document it cannot find, with that document's id
+    replaced: what it must share with the answer for an id that exists nowhere."""
+    assert result.status == "Failure", result
+    [error] = result.errors
+    return error.code, error.context.replace(named, "<id>")
+
+
+def test_changes_to_documents_one_cannot_find(
+    client_for, dossier: Dossier, engine: Engine, unchanged
+) -> None:
+    """TD3.3 on a document the caller could not find (a search does not show it, it is not
+    theirs) is answered exactly as on a document that does not exist: no rights refusal
+    saying "only the author may", which would tell it exists. Nothing changes."""
+    author, nurse, stranger = (
+        as_(client_for, dossier, w) for w in ("medecin", "infirmier", "sage-femme")
+    )
+    masked = versions(author, dossier.masked)[-1]
+    plain = versions(author, dossier.plain)[-1]
+    nowhere = f"urn:uuid:{uuid.uuid4()}"
+    # new versions: unmasking or making visible a masked document, masking as a stranger
+    unknown_version = _unknown_answer(
+        nurse.update(
+            new_version(
+                dossier.patient_id,
+                Doc(dossier.plain.content, unique_id=dossier.plain.unique_id),
+                nowhere,
+            )
+        ),
+        nowhere,
+    )
+    assert unknown_version[0] == "XDSMetadataVersionError"
+    for client, doc, codes in (
+        (nurse, dossier.masked, ()),  # unmask
+        (nurse, dossier.masked, (MASKED,)),  # revise (another title would do the same)
+        (stranger, dossier.plain, (MASKED,)),  # mask: not authorised on the record
+    ):
+        entry = versions(author, doc)[-1]
+        lid = entry.get("lid") or entry.get("id")
+        answer = change_confidentiality(client_for, client, dossier, doc, *codes)
+        assert _unknown_answer(answer, lid) == unknown_version
+    # status updates: archiving or deleting what one cannot see
+    unknown_status = _unknown_answer(
+        nurse.update(
+            status_update(
+                dossier.patient_id, nowhere, {"OriginalStatus": v.APPROVED, "NewStatus": v.DELETED}
+            )
+        ),
+        nowhere,
+    )
+    assert unknown_status[0] == "UnresolvedReferenceException"
+    for client, entry in ((nurse, masked), (stranger, plain)):
+        answer = client.update(
+            status_update(
+                dossier.patient_id,
+                entry.get("id"),
+                {"OriginalStatus": v.DELETED, "NewStatus": v.APPROVED},  # wrong: not told
+            )
+        )
+        assert _unknown_answer(answer, entry.get("id")) == unknown_status
+    # the author's own document, masked or not, is the author's to change as ever
+    assert [h.get("status") for h in versions(author, dossier.masked)] == [v.APPROVED]
+
+
+def test_dmp_codes_count_only_in_their_code_system(
+    client_for, dossier: Dossier, engine: Engine, server
+) -> None:
+    """MASQUE_PS masks in the DMP's code system (J58, 1.2.250.1.213.1.1.4.13) only: the same
+    letters in another scheme mask nothing, on a new document or in an ITI-57 version, where
+    adding them is a mere revision (the author's, refused to anyone else)."""
+    lookalike = ("MASQUE_PS", "1.2.250.1.999.4.13", "Pas le code du DMP")
+    author, nurse = as_(client_for, dossier), as_(client_for, dossier, "infirmier")
+    shown = Doc(b"not masked at all", more_confidentiality=(lookalike,))
+    stored = author.provide_and_register(
+        submit_objects_request(dossier.patient_id, [shown]), {"Document01": shown.content}
+    )
+    assert stored.status == "Success", stored.errors
+    assert shown.unique_id in found(nurse, dossier.patient_id)
+    assert retrieved(nurse, shown)
+    before = snapshot(engine, server.store_dir)
+    answer = change_confidentiality(client_for, nurse, dossier, dossier.plain, lookalike)
+    assert "author" in refused(answer)  # a revision, not a masking (which she may do)
+    assert snapshot(engine, server.store_dir) == before
+    revised = change_confidentiality(client_for, author, dossier, dossier.plain, lookalike)
+    assert revised.status == "Success", revised.errors
+    assert dossier.plain.unique_id in found(nurse, dossier.patient_id)
+
+
 def test_masking_is_refused_in_emergency_modes(client_for, dossier: Dossier, unchanged) -> None:
     glass = as_(client_for, dossier, "sage-femme", access_mode="bris_de_glace")
     assert "TD3.3a_masquer" in refused(
         change_confidentiality(client_for, glass, dossier, dossier.plain, MASKED)
     )
+
+
+def test_oppositions_close_emergency_changes(client_for, engine: Engine, server) -> None:
+    """An emergency mode the patient opposed changes nothing in the record: archiving (which
+    the matrix allows a physician in break-glass and régulation), or an institution in
+    régulation looking up and deleting its own documents' references."""
+    open_ = make_dossier(engine, client_for)
+    closed = make_dossier(
+        engine, client_for, opposes_break_glass=True, opposes_emergency_access=True
+    )
+    ours = Doc(b"from the regulation centre", author_institution=STRUCTURE_XON)
+    institution = as_(client_for, closed, authentication_mode="INDIRECTE")
+    fed = institution.provide_and_register(
+        submit_objects_request(closed.patient_id, [ours]), {"Document01": ours.content}
+    )
+    assert fed.status == "Success", fed.errors
+    ours_uuid = versions(as_(client_for, closed), ours)[0].get("id")
+
+    def archive(dossier: Dossier, **vihf: object):
+        uuid_ = versions(as_(client_for, dossier), dossier.plain)[-1].get("id")
+        return as_(client_for, dossier, **vihf).update(
+            status_update(
+                dossier.patient_id, uuid_, {"OriginalStatus": v.APPROVED, "NewStatus": v.ARCHIVED}
+            )
+        )
+
+    def references(client: XdsClient):
+        return client.stored_query(
+            v.FIND_DOCUMENTS,
+            {
+                "$XDSDocumentEntryPatientId": closed.patient_id,
+                "$XDSDocumentEntryStatus": [v.APPROVED],
+            },
+            return_type="ObjectRef",
+        )
+
+    assert archive(open_, access_mode="bris_de_glace").status == "Success"
+    assert [o.get("id") for o in references(institution).objects] == [ours_uuid]
+    before = snapshot(engine, server.store_dir)
+    assert "opposed break-glass" in refused(archive(closed, access_mode="bris_de_glace"))
+    assert "opposed emergency" in refused(archive(closed, access_mode="centre_15"))
+    regulation = as_(client_for, closed, authentication_mode="INDIRECTE", access_mode="centre_15")
+    assert "opposed emergency" in refused(references(regulation))
+    gone = regulation.update(
+        status_update(
+            closed.patient_id, ours_uuid, {"OriginalStatus": v.APPROVED, "NewStatus": v.DELETED}
+        )
+    )
+    assert "opposed emergency" in refused(gone)
+    assert snapshot(engine, server.store_dir) == before
+    for doc in (closed.plain, ours):
+        assert [h.get("status") for h in versions(as_(client_for, closed), doc)] == [v.APPROVED]
 
 
 def test_archiving_and_deleting(client_for, dossier: Dossier) -> None:
@@ -386,7 +582,10 @@ def test_archiving_and_deleting(client_for, dossier: Dossier) -> None:
     refused(status(author, v.DELETED, v.APPROVED), "XDSMetadataUpdateOperationError")
 
 
-def test_patients_own_document_only_the_mt_deletes(client_for, engine: Engine) -> None:
+def test_patients_own_document_only_the_mt_deletes(client_for, engine: Engine, server) -> None:
+    """ "*": a document the patient wrote is archived and deleted by the médecin traitant
+    only, although the MT's deletion cell says "own documents" (footnote 8): the physician
+    who sent it is refused and changes nothing, the MT archives and deletes it."""
     dossier = make_dossier(engine, client_for)
     patient_author = (
         f"{dossier.patient_id.split('^')[0]}^PATIENT^TEST^^^^^^&1.2.250.1.213.1.4.10&ISO^L^^^NH"
@@ -396,15 +595,24 @@ def test_patients_own_document_only_the_mt_deletes(client_for, engine: Engine) -
         submit_objects_request(dossier.patient_id, [own]), {"Document01": own.content}
     )
     assert stored.status == "Success", stored.errors
-    uuid = versions(as_(client_for, dossier), own)[0].get("id")
-    request = status_update(
-        dossier.patient_id, uuid, {"OriginalStatus": v.APPROVED, "NewStatus": v.ARCHIVED}
-    )
-    assert "médecin traitant" in refused(as_(client_for, dossier).update(request))
-    request = status_update(
-        dossier.patient_id, uuid, {"OriginalStatus": v.APPROVED, "NewStatus": v.ARCHIVED}
-    )
-    assert as_(client_for, dossier, "generaliste").update(request).status == "Success"
+    uuid_ = versions(as_(client_for, dossier), own)[0].get("id")
+    mt = as_(client_for, dossier, "generaliste")
+
+    def status(client: XdsClient, original: str, new: str):
+        return client.update(
+            status_update(dossier.patient_id, uuid_, {"OriginalStatus": original, "NewStatus": new})
+        )
+
+    before = snapshot(engine, server.store_dir)
+    for new in (v.ARCHIVED, v.DELETED):
+        assert "médecin traitant" in refused(status(as_(client_for, dossier), v.APPROVED, new))
+    assert snapshot(engine, server.store_dir) == before
+    assert status(mt, v.APPROVED, v.ARCHIVED).status == "Success"
+    assert status(mt, v.ARCHIVED, v.APPROVED).status == "Success"
+    deleted = status(mt, v.APPROVED, v.DELETED)
+    assert deleted.status == "Success", deleted.errors
+    assert own.unique_id not in found(mt, dossier.patient_id, v.APPROVED, v.ARCHIVED)
+    assert not retrieved(mt, own)
 
 
 def test_refusals_are_in_the_trail(client_for, engine: Engine, dossier: Dossier) -> None:
@@ -422,6 +630,144 @@ def test_refusals_are_in_the_trail(client_for, engine: Engine, dossier: Dossier)
         ).one()
     assert row.outcome == "failure" and row.error_codes == [DENIED]
     assert row.actor_id == professional_actor("sage-femme").actor_id
+
+
+# --- the patient, through the host's patient portal ----------------------------------------
+
+
+def patient_author(dossier: Dossier) -> str:
+    """The patient as a document's author (XCN in the INS domain: patient-contributed)."""
+    matricule = dossier.patient_id.split("^")[0]
+    return f"{matricule}^PATIENT^TEST^^^^^^&1.2.250.1.213.1.4.10&ISO^L^^^NH"
+
+
+def test_the_patient_reads_masked_documents_not_unannounced_ones(
+    client_for, dossier: Dossier
+) -> None:
+    """Masked documents stay visible to the patient; one invisible to the patient appears
+    once a professional makes it visible (TD3.3b, the announcement consultation)."""
+    patient = as_(client_for, dossier, "patient")
+    assert found(patient, dossier.patient_id) == {dossier.plain.unique_id, dossier.masked.unique_id}
+    assert retrieved(patient, dossier.masked)
+    assert not retrieved(patient, dossier.invisible)
+    announced = change_confidentiality(
+        client_for, as_(client_for, dossier, "medecin"), dossier, dossier.invisible
+    )
+    assert announced.status == "Success", announced.errors
+    assert found(patient, dossier.patient_id) == dossier.all
+    assert retrieved(patient, dossier.invisible)
+
+
+def test_a_legal_representative_does_not_see_what_is_hidden_from_them(
+    client_for, dossier: Dossier
+) -> None:
+    private = Doc(b"the minor's own business", more_confidentiality=(INVISIBLE_TO_GUARDIANS,))
+    stored = as_(client_for, dossier).provide_and_register(
+        submit_objects_request(dossier.patient_id, [private]), {"Document01": private.content}
+    )
+    assert stored.status == "Success", stored.errors
+    guardian = as_(client_for, dossier, "representant")
+    assert found(guardian, dossier.patient_id) == {
+        dossier.plain.unique_id,
+        dossier.masked.unique_id,
+    }
+    assert not retrieved(guardian, private)
+    assert not retrieved(guardian, dossier.invisible)  # hidden from the patient's side too
+    patient = as_(client_for, dossier, "patient")
+    assert private.unique_id in found(patient, dossier.patient_id)
+    assert retrieved(patient, private)
+
+
+def test_the_patient_manages_their_own_documents_only(
+    client_for, dossier: Dossier, engine: Engine, server
+) -> None:
+    """The patient adds a document they wrote (TD2.1; not one 'by' a professional), archives
+    and deletes it ("*": or the patient), but masks nothing and deletes no professional's
+    document: refused, nothing changes."""
+    patient = as_(client_for, dossier, "patient")
+    before = snapshot(engine, server.store_dir)
+    forged = Doc(b"a letter 'from' my doctor")  # the default author: the physician
+    assert "only the patient" in refused(
+        patient.provide_and_register(
+            submit_objects_request(dossier.patient_id, [forged]), {"Document01": forged.content}
+        )
+    )
+    assert snapshot(engine, server.store_dir).rows == before.rows  # (bytes wait for gc)
+    own = Doc(b"my own notes", author_person=patient_author(dossier))
+    stored = patient.provide_and_register(
+        submit_objects_request(dossier.patient_id, [own]), {"Document01": own.content}
+    )
+    assert stored.status == "Success", stored.errors
+    assert own.unique_id in found(patient, dossier.patient_id)
+    plain_uuid = versions(patient, dossier.plain)[-1].get("id")
+    own_uuid = versions(patient, own)[-1].get("id")
+
+    def status(target: str, original: str, new: str):
+        return patient.update(
+            status_update(
+                dossier.patient_id, target, {"OriginalStatus": original, "NewStatus": new}
+            )
+        )
+
+    before = snapshot(engine, server.store_dir)
+    assert "TD3.3a_masquer" in refused(
+        change_confidentiality(client_for, patient, dossier, dossier.plain, MASKED)
+    )
+    assert "author" in refused(status(plain_uuid, v.APPROVED, v.DELETED))
+    assert snapshot(engine, server.store_dir) == before
+    assert [h.get("status") for h in versions(patient, dossier.plain)] == [v.APPROVED]
+    assert status(own_uuid, v.APPROVED, v.ARCHIVED).status == "Success"
+    deleted = status(own_uuid, v.ARCHIVED, v.DELETED)
+    assert deleted.status == "Success", deleted.errors
+    assert own.unique_id not in found(patient, dossier.patient_id, v.APPROVED, v.ARCHIVED)
+
+
+@pytest.mark.parametrize(
+    ("vihf", "says"),
+    [
+        # a patient role from the institution, which is no patient portal
+        ({"structure_id": "10B0999991", "signer": "institution"}, "patient portal"),
+        # the patient of another record
+        ({"name_id": "1234567890123"}, "Subject NameID"),
+    ],
+    ids=["not-a-portal", "another-patient"],
+)
+def test_forged_patient_vihfs_are_refused(client_for, dossier, engine, server, vihf, says):
+    """Who may say that the patient calls is security's question: a SOAP fault, not data."""
+    before = snapshot(engine, server.store_dir)
+    forged = as_(client_for, dossier, "patient", **vihf)
+    with pytest.raises(SoapFaultError) as caught:
+        forged.stored_query(
+            v.FIND_DOCUMENTS,
+            {
+                "$XDSDocumentEntryPatientId": dossier.patient_id,
+                "$XDSDocumentEntryStatus": [v.APPROVED],
+            },
+        )
+    assert caught.value.fault.subcode == f"{{{WSSE}}}FailedAuthentication"
+    assert says in caught.value.fault.reason
+    with pytest.raises(SoapFaultError):
+        forged.update(
+            status_update(
+                dossier.patient_id,
+                versions(as_(client_for, dossier), dossier.plain)[-1].get("id"),
+                {"OriginalStatus": v.APPROVED, "NewStatus": v.DELETED},
+            )
+        )
+    assert snapshot(engine, server.store_dir) == before
+
+
+def test_the_patient_has_no_emergency_mode(client_for, dossier: Dossier) -> None:
+    """An authentic patient VIHF in break-glass mode: the rights refuse it (no such column)."""
+    patient = as_(client_for, dossier, "patient", access_mode="bris_de_glace")
+    query = patient.stored_query(
+        v.FIND_DOCUMENTS,
+        {"$XDSDocumentEntryPatientId": dossier.patient_id, "$XDSDocumentEntryStatus": [v.APPROVED]},
+    )
+    assert "cannot act in bris_de_glace mode" in refused(query)
+    assert query.objects == []
+    read = patient.retrieve([(REPOSITORY_UNIQUE_ID, dossier.plain.unique_id)])
+    assert read.documents == [] and read.error_codes == [DENIED]
 
 
 # --- the operator's data files -------------------------------------------------------------

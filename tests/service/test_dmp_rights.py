@@ -35,6 +35,8 @@ CPE = {
     "roles": (("SECRETARIAT_MEDICAL", "1.2.250.1.213.1.1.4.6", "Secrétariat médical"),),
 }
 NURSE = "899900000029"
+# The patient, through the test PKI's patient portal (plain indirect, role PAT).
+PATIENT = {"professional": "patient", **ES}
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +105,7 @@ def _assert_denied_and_audited(engine: Engine, patient_id: str, transaction: str
         ("SUPPRESSION", None, ES, "es_normal"),
         ("SUPPRESSION", None, {"access_mode": "bris_de_glace"}, "medecin_bris_de_glace"),
         ("SUPPRESSION", "MEDECIN_TRAITANT", {}, "medecin_normal"),  # not the MT
-        ("BLOCAGE", None, {}, "only the médecin traitant"),
+        ("BLOCAGE", None, {}, "blocks or unblocks"),
     ],
 )
 def test_set_authorization_refusals(
@@ -213,6 +215,53 @@ def test_blocked_professional_is_refused_everything_but_td02(
     assert record_rows(engine, created.cx) == before
 
 
+def test_the_patient_blocks_and_unblocks_a_professional(
+    dmp: m.DmpCaller, created: m.Person, engine: Engine
+) -> None:
+    """Blocking is the patient's decision: through the patient portal they block and unblock
+    a professional themself, list who is authorised or blocked (TD1.6), but declare no
+    authorisation and do not close the record (refused, nothing changes, audited)."""
+
+    def set_auth(*args: Any, **vihf: Any) -> tuple[str, str]:
+        reply = dmp.call(m.HAB_PATH, m.SET_AUTH, m.set_authorization(*args), created.cx, **vihf)
+        return _status(reply)
+
+    nurse = (NURSE, "1.2.250.1.71.4.2.1")
+    assert set_auth("AJOUT", professional="infirmier")[0] == "DMPOk"
+    assert set_auth("BLOCAGE", None, nurse, **PATIENT)[0] == "DMPOk"
+    reply = dmp.call(
+        m.GDP_PATH, m.GET, m.get_demographics(created), created.cx, professional="infirmier"
+    )
+    assert m.one(
+        reply.payload, "//hl7:attentionLine[hl7:keyWordText/@code='AUTORISATION']/hl7:value/@code"
+    ) == ("INTERDITE")
+    listed = dmp.call(m.HAB_PATH, m.LIST_AUTH, m.list_authorizations(), created.cx, **PATIENT)
+    assert _status(listed)[0] == "DMPOk"
+    entry = m.one(listed.payload, f"//hab:listOfAuthorizationByPatient[hab:nationalId='{NURSE}']")
+    assert m.one(entry, "hab:mode/text()") == "INTERDITE"
+    event = _last_event(engine, created.cx)
+    assert (event.transaction, event.outcome, event.actor_id) == (
+        "DMP-TD1.6",
+        "success",
+        created.matricule,
+    )
+    assert set_auth("DEBLOCAGE", None, nurse, **PATIENT)[0] == "DMPOk"
+
+    before = record_rows(engine, created.cx)
+    for args, reason in (
+        (("AJOUT",), "not allowed to patient"),
+        (("AJOUT", "MEDECIN_TRAITANT"), "not allowed to patient"),
+        (("SUPPRESSION",), "not allowed to patient"),
+    ):
+        status, context = set_auth(*args, **PATIENT)
+        assert status == DENIED and reason in context
+        _assert_denied_and_audited(engine, created.cx, "DMP-TD0.3")
+    reply = dmp.call(m.GDP_PATH, m.REVISE, m.close(created), created.cx, **PATIENT)
+    type_code, code, reason = _ack(reply)
+    assert (type_code, code) == ("AE", DENIED) and "not the patient's" in (reason or "")
+    assert record_rows(engine, created.cx) == before
+
+
 # --- TD1.6 listAuthorizationByPatient --------------------------------------------------------
 @pytest.mark.parametrize(
     ("vihf", "allowed"),
@@ -242,7 +291,7 @@ def test_list_authorizations_by_actor(
 # --- TD0.2 / TD1.3a: everyone ------------------------------------------------------------------
 @pytest.mark.parametrize(
     "vihf",
-    [{}, ES, CPE, {"access_mode": "bris_de_glace"}, {**ES, "access_mode": "centre_15"}],
+    [{}, ES, CPE, {"access_mode": "bris_de_glace"}, {**ES, "access_mode": "centre_15"}, PATIENT],
 )
 def test_existence_and_consultation_for_everyone(
     dmp: m.DmpCaller, created: m.Person, vihf: dict[str, Any]

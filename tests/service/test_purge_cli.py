@@ -18,12 +18,12 @@ from lxml import etree
 from sqlalchemy import Engine, text
 
 from dmp_xds.client.xds import XdsClient
-from dmp_xds.metadata import vocabulary as v
 from dmp_xds.repository.store import FileStore
 from tests.conftest import REPOSITORY_UNIQUE_ID, Server, snapshot
 from tests.fixtures.cli import run_cli
 from tests.fixtures.metadata import Doc, submit_objects_request
 from tests.fixtures.records import new_record
+from tests.fixtures.updates import mark_deleted
 
 HOST_PHYSICIAN = "810000000001"
 RIM = "urn:oasis:names:tc:ebxml-regrep:xsd:rim:3.0"
@@ -54,14 +54,6 @@ def submit(client: XdsClient, patient: str, docs: list[Doc]) -> None:
         submit_objects_request(patient, docs), {d.symbolic_id: d.content for d in docs}
     )
     assert result.status == "Success", result.errors
-
-
-def mark_deleted(engine: Engine, unique_id: str) -> None:
-    with engine.begin() as conn:
-        conn.execute(
-            text("UPDATE document_entry SET status = :s WHERE unique_id = :u"),
-            {"s": v.DELETED, "u": unique_id},
-        )
 
 
 def entry_rows(engine: Engine, unique_id: str) -> list[Any]:
@@ -172,7 +164,8 @@ def test_purge_erases_every_version_and_the_bytes(
 
     asked = purge(server, database_url, *args)  # no --yes, no terminal: shows and stops
     assert asked.returncode == 1
-    assert f"document {doc.unique_id} (v1 Deleted, v2 Deleted)" in asked.stdout
+    # ITI-57 deleted the current version; the one it superseded stays Deprecated
+    assert f"document {doc.unique_id} (v1 Deprecated, v2 Deleted)" in asked.stdout
     assert "nothing purged" in asked.stderr
     assert len(entry_rows(engine, doc.unique_id)) == 2
 

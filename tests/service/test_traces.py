@@ -208,6 +208,38 @@ def test_another_professional_reads_only_their_own_actions(tr, scene, test_pki) 
     assert all(t.findtext("tr:emergency", namespaces=NS) == "false" for t in found)
 
 
+def test_the_patient_reads_their_whole_trail(tr, scene, test_pki, engine) -> None:
+    """Through the patient portal, the patient (and a legal representative) read every event
+    of their record, and their reading is in the trail like anyone's."""
+    portal = {"authentication_mode": "INDIRECTE"}
+    reply = tr.call(scene.patient_id, "patient", **portal)
+    found = traces(reply)
+    assert out(reply, "scope") == "RECORD"
+    assert actor_ids(found) >= {
+        test_pki.professional(p).name_id for p in ("medecin", "infirmier", "sage-femme")
+    }
+    guardian = tr.call(scene.patient_id, "representant", **portal)
+    assert out(guardian, "scope") == "RECORD"
+    assert actor_ids(traces(guardian)) >= actor_ids(found)
+    matricule = scene.patient_id.split("^")[0]
+    [own] = [
+        r
+        for r in trail_rows(engine, patient_id=scene.patient_id)
+        if r.transaction == "DMP-TRACES" and r.actor_id == matricule
+    ]
+    assert (own.outcome, own.profession, own.structure_id) == (
+        "success",
+        "PAT^^2.16.840.1.113883.5.110",
+        test_pki.portal_id,
+    )
+    # not another patient's trail, nor in an emergency mode
+    other = tr.call(scene.patient_id, "patient", list_traces(patientId=new_patient_id()), **portal)
+    assert status(other) == "XDSPatientIdDoesNotMatch"
+    glass = tr.call(scene.patient_id, "patient", access_mode="bris_de_glace", **portal)
+    assert status(glass) == DENIED and "bris_de_glace" in out(glass, "context")
+    assert glass.payload.findall("tr:output/tr:trace", NS) == []
+
+
 def test_direct_mode_with_a_card(server, test_pki, scene) -> None:
     session = requests.Session()
     pem = test_pki.professionals["medecin"].cert_pem.decode()

@@ -7,6 +7,7 @@ import pytest
 from dmp_xds.metadata import vocabulary as v
 from dmp_xds.policy.access import (
     INVISIBLE_PATIENT,
+    INVISIBLE_REPRESENTANTS_LEGAUX,
     MASQUE_PS,
     Actor,
     Authorisation,
@@ -15,16 +16,20 @@ from dmp_xds.policy.access import (
     Mode,
     Record,
     RecordTransaction,
+    Refusal,
     change_document,
     consult_record,
+    contribute,
     feed_record,
     find_patients,
+    finds,
     list_patients,
     manage_record,
     may,
     new_authorisations_only,
     see_document,
 )
+from dmp_xds.policy.habilitations import Habilitations
 from dmp_xds.policy.rights import Column, Condition, RightsMatrix, load_matrix
 from tests.fixtures.principals import principal
 
@@ -146,8 +151,16 @@ def test_see_document(who: Actor, document: Document, allowed: bool, reason: str
         (actor(Kind.ETABLISSEMENT, structure=CLINIC), "delete", doc(), True),
         (actor(Kind.ETABLISSEMENT), "delete", doc(), False),
         (actor(person=AUTHOR), "delete", doc(patient=True), False),  # patient's own document
-        (actor(Kind.MEDECIN_TRAITANT), "delete", doc(patient=True), False),  # not its author
+        # "*": the patient's documents are the MT's to archive and delete (the footnote
+        # "own documents only" of its deletion cell does not apply: none is the MT's)
+        (actor(Kind.MEDECIN_TRAITANT), "delete", doc(patient=True), True),
+        (actor(Kind.MEDECIN_TRAITANT), "archive", doc(patient=True), True),
+        (actor(Kind.MEDECIN_TRAITANT), "unarchive", doc(v.ARCHIVED, patient=True), True),
         (actor(Kind.MEDECIN_TRAITANT, person=AUTHOR), "delete", doc(patient=True), True),
+        (actor(Kind.MEDECIN_TRAITANT, Mode.BRIS_DE_GLACE), "delete", doc(patient=True), True),
+        # ... but not a professional's document, which stays its author's to delete
+        (actor(Kind.MEDECIN_TRAITANT), "delete", doc(), False),
+        (actor(Kind.PS, person=AUTHOR), "archive", doc(patient=True), False),
         (actor(), "rename", doc(), False),
     ],
 )
@@ -155,9 +168,97 @@ def test_change_document(who: Actor, operation: str, document: Document, allowed
     assert change_document(who, AUTHORISED, document, operation).allowed is allowed
 
 
+@pytest.mark.parametrize(
+    ("who", "record", "document", "found"),
+    [
+        # what a search shows (consult the record, see the document)
+        (actor(), AUTHORISED, doc(), True),
+        (actor(), AUTHORISED, doc(v.APPROVED, MASQUE_PS), False),  # masked to others
+        (actor(), NOT_AUTHORISED, doc(), False),  # may not consult the record
+        (actor(), AUTHORISED, doc(v.DELETED), False),
+        (actor(Kind.MEDECIN_TRAITANT), NOT_AUTHORISED, doc(v.APPROVED, MASQUE_PS), True),
+        (actor(mode=Mode.BRIS_DE_GLACE), NOT_AUTHORISED, doc(), True),
+        # ... or what the actor answers for: its own documents, whatever the record says
+        (actor(person=AUTHOR), NOT_AUTHORISED, doc(v.APPROVED, MASQUE_PS), True),
+        (actor(person=AUTHOR), AUTHORISED, doc(v.DELETED), True),
+        # an institution or a CPE finds its structure's documents (by reference), no others
+        (actor(Kind.ETABLISSEMENT, structure=CLINIC), NOT_AUTHORISED, doc(), True),
+        (actor(Kind.CPE, structure=CLINIC), NOT_AUTHORISED, doc(), True),
+        (actor(Kind.ETABLISSEMENT), AUTHORISED, doc(), False),
+        (actor(Kind.CPE), AUTHORISED, doc(), False),
+    ],
+)
+def test_finds(who: Actor, record: Record, document: Document, found: bool) -> None:
+    decision = finds(who, record, document)
+    assert decision.allowed is found
+    if not found:
+        assert decision.refusal is Refusal.NOT_FOUND
+
+
+@pytest.mark.parametrize(
+    ("who", "operation", "document"),
+    [
+        (actor(Kind.PS), "unmask", doc(v.APPROVED, MASQUE_PS)),
+        (actor(), "make_visible_to_patient", doc(v.APPROVED, MASQUE_PS, INVISIBLE_PATIENT)),
+        (actor(), "mask", doc(v.DELETED)),
+        (actor(Kind.ETABLISSEMENT), "delete", doc()),
+        (actor(), "revise", doc(v.APPROVED, MASQUE_PS)),
+    ],
+)
+def test_changes_to_documents_the_actor_cannot_find(who: Actor, operation, document) -> None:
+    """Not a rights refusal, which would say that the document exists: not found."""
+    decision = change_document(who, AUTHORISED, document, operation)
+    assert not decision and decision.refusal is Refusal.NOT_FOUND
+
+
+@pytest.mark.parametrize(
+    ("who", "record", "operation", "allowed", "reason"),
+    [
+        # the matrix lets these emergency modes archive (and delete their own documents)...
+        (actor(mode=Mode.CENTRE_15), NOT_AUTHORISED, "archive", True, "allowed"),
+        (actor(Kind.MEDECIN_TRAITANT, Mode.BRIS_DE_GLACE), NOT_AUTHORISED, "archive", True, ""),
+        (actor(Kind.PS, Mode.BRIS_DE_GLACE, AUTHOR), NOT_AUTHORISED, "delete", True, ""),
+        # ... unless the patient opposed that mode, own documents included
+        (actor(mode=Mode.CENTRE_15), OPPOSED, "archive", False, "opposed emergency"),
+        (
+            actor(Kind.MEDECIN_TRAITANT, Mode.BRIS_DE_GLACE),
+            OPPOSED,
+            "archive",
+            False,
+            "opposed break-glass",
+        ),
+        (actor(Kind.PS, Mode.BRIS_DE_GLACE, AUTHOR), OPPOSED, "delete", False, "break-glass"),
+        (actor(Kind.PS, Mode.BRIS_DE_GLACE, AUTHOR), OPPOSED, "revise", False, "break-glass"),
+        (
+            actor(Kind.ETABLISSEMENT, Mode.CENTRE_15, structure=CLINIC),
+            OPPOSED,
+            "delete",
+            False,
+            "opposed emergency",
+        ),
+        # an opposition to one mode leaves the other open
+        (
+            actor(mode=Mode.CENTRE_15),
+            Record(opposes_break_glass=True),
+            "archive",
+            True,
+            "allowed",
+        ),
+    ],
+)
+def test_oppositions_close_changes_too(who, record, operation, allowed, reason) -> None:
+    decision = change_document(who, record, doc(), operation)
+    assert decision.allowed is allowed
+    assert reason in decision.reason
+
+
 def test_change_on_closed_or_blocked_records() -> None:
-    assert not change_document(actor(person=AUTHOR), CLOSED, doc(), "archive")
-    assert not change_document(actor(person=AUTHOR), BLOCKED, doc(), "archive")
+    """The record's gates come first, and say nothing about the document."""
+    for who in (actor(person=AUTHOR), actor()):
+        closed = change_document(who, CLOSED, doc(), "archive")
+        assert not closed and closed.refusal is Refusal.CLOSED
+        blocked = change_document(who, BLOCKED, doc(), "archive")
+        assert not blocked and blocked.refusal is Refusal.DENIED
 
 
 def test_matrix_cells_and_conditions() -> None:
@@ -209,10 +310,35 @@ def test_document_facts_from_stored_metadata() -> None:
         ],
         ["CHU TEST^^^^^&1.2.250.1.71.4.2.2&ISO^IDNST^^^1999000001"],
     )
-    assert facts.confidentiality == {"N", MASQUE_PS}
+    assert facts.confidentiality == {"N^^2.16.840.1.113883.5.25", MASQUE_PS}
     assert facts.author_ids == {"810000000001", "2070585756270"}
     assert facts.author_structures == {"1999000001"}
     assert facts.authored_by_patient
+
+
+@pytest.mark.parametrize(
+    ("codes", "masked", "invisible"),
+    [
+        (["N^^2.16.840.1.113883.5.25", "MASQUE_PS^^1.2.250.1.213.1.1.4.13"], True, False),
+        (["INVISIBLE_PATIENT^^1.2.250.1.213.1.1.4.13"], False, True),
+        # the same letters in another code system restrict nothing
+        (["N^^2.16.840.1.113883.5.25", "MASQUE_PS^^1.2.3.4"], False, False),
+        (["INVISIBLE_PATIENT^^2.16.840.1.113883.5.25"], False, False),
+        (["MASQUE_PS"], False, False),  # no code system at all
+    ],
+)
+def test_dmp_codes_count_in_their_own_code_system(codes, masked: bool, invisible: bool) -> None:
+    from dmp_xds.policy.facts import document_of
+    from dmp_xds.policy.updates import metadata_operations
+
+    facts = document_of(v.APPROVED, codes, [f"{AUTHOR}^MARTIN^CLAIRE"])
+    assert (MASQUE_PS in facts.confidentiality) is masked
+    assert (INVISIBLE_PATIENT in facts.confidentiality) is invisible
+    assert bool(see_document(actor(), AUTHORISED, facts)) is not masked
+    if not invisible:  # (hiding from the patient again is no operation at all)
+        # a new version with these codes after a plain one masks only if they mask
+        operations = metadata_operations({"N^^2.16.840.1.113883.5.25"}, facts.confidentiality)
+        assert ("mask" in operations) is masked
 
 
 @pytest.mark.parametrize(
@@ -278,6 +404,53 @@ def test_actor_of_a_vihf(profession, mode, access, mt, kind, expected_mode) -> N
     assert who.person_id == "810000000001" and who.structure_id == "1999000001"
 
 
+TRE_R01 = "1.2.250.1.71.4.2.5"
+
+
+@pytest.mark.parametrize(
+    ("profession", "specialty", "mode", "mt", "kind"),
+    [
+        # a physician of occupational medicine (SM25) is the médecin du travail column...
+        (("10", "1.2.250.1.71.1.2.7"), ("SM25", TRE_R01), "DIRECTE", None, Kind.MEDECIN_TRAVAIL),
+        (
+            ("10", "1.2.250.1.71.1.2.7"),
+            ("SM25", TRE_R01),
+            "INDIRECTE_RENFORCEE",
+            None,
+            Kind.MEDECIN_TRAVAIL,
+        ),
+        # ... even if a record named them médecin traitant (the matrix has no such actor)
+        (
+            ("10", "1.2.250.1.71.1.2.7"),
+            ("SM25", TRE_R01),
+            "DIRECTE",
+            "810000000001",
+            Kind.MEDECIN_TRAVAIL,
+        ),
+        # another specialty, or SM25 in another code system, is a physician as any
+        (("10", "1.2.250.1.71.1.2.7"), ("SM26", TRE_R01), "DIRECTE", None, Kind.MEDECIN),
+        (("10", "1.2.250.1.71.1.2.7"), ("SM25", "1.2.3.4"), "DIRECTE", None, Kind.MEDECIN),
+        (
+            ("10", "1.2.250.1.71.1.2.7"),
+            ("SM26", TRE_R01),
+            "DIRECTE",
+            "810000000001",
+            Kind.MEDECIN_TRAITANT,
+        ),
+        # not a physician (a nurse would have no such specialty), plain indirect mode
+        (("60", "1.2.250.1.71.1.2.7"), ("SM25", TRE_R01), "DIRECTE", None, Kind.PS),
+        (("10", "1.2.250.1.71.1.2.7"), ("SM25", TRE_R01), "INDIRECTE", None, Kind.ETABLISSEMENT),
+    ],
+)
+def test_the_medecin_du_travail(profession, specialty, mode, mt, kind) -> None:
+    from dmp_xds.policy.facts import actor_of
+
+    who = actor_of(
+        principal("810000000001", profession, "normal", mode, specialty), medecin_traitant=mt
+    )
+    assert who.kind is kind
+
+
 # --- the record's own services (TD0.2 ... TD1.6) -------------------------------------------------
 T = RecordTransaction
 MT, MED, PS, CPE, ES, TRAVAIL = (
@@ -337,9 +510,9 @@ BDG, C15 = Mode.BRIS_DE_GLACE, Mode.CENTRE_15
         # Blocking and unblocking (our extension): the médecin traitant, normal mode.
         (actor(MT), AUTHORISED, T.BLOCK, True, "allowed"),
         (actor(MT), AUTHORISED, T.UNBLOCK, True, "allowed"),
-        (actor(MED), AUTHORISED, T.BLOCK, False, "only the médecin traitant"),
-        (actor(MT, BDG), AUTHORISED, T.UNBLOCK, False, "only the médecin traitant"),
-        (actor(ES), AUTHORISED, T.BLOCK, False, "only the médecin traitant"),
+        (actor(MED), AUTHORISED, T.BLOCK, False, "blocks or unblocks"),
+        (actor(MT, BDG), AUTHORISED, T.UNBLOCK, False, "blocks or unblocks"),
+        (actor(ES), AUTHORISED, T.BLOCK, False, "blocks or unblocks"),
         # TD1.6: PS, médecin, MT in normal mode and the médecin du travail.
         (actor(PS), AUTHORISED, T.LIST_AUTHORISATIONS, True, "allowed"),
         (actor(MED), NOT_AUTHORISED, T.LIST_AUTHORISATIONS, True, "allowed"),
@@ -438,3 +611,158 @@ def test_list_patients(who, owner, in_structure, since, allowed, reason) -> None
     assert decision.allowed is allowed
     assert reason in decision.reason
     assert new_authorisations_only(who) is (who.kind is ES)
+
+
+# --- the patient's side, through the host's patient portal -------------------------------------
+PATIENT_ID, GUARDIAN = "2070585756270", "10B0999992/RL-0001"
+PAT, REP = actor(Kind.PATIENT, person=PATIENT_ID), actor(Kind.REPRESENTANT_LEGAL, person=GUARDIAN)
+
+
+@pytest.mark.parametrize(
+    ("who", "record", "allowed", "reason"),
+    [
+        # their own record: no authorisation needed, and no block concerns them
+        (PAT, NOT_AUTHORISED, True, "allowed"),
+        (PAT, BLOCKED, True, "allowed"),
+        (REP, NOT_AUTHORISED, True, "allowed"),
+        (PAT, CLOSED, False, "closed"),
+        (PAT, Record(exists=False), False, "no record"),
+        # normal mode only: an emergency mode is the professionals'
+        (actor(Kind.PATIENT, Mode.BRIS_DE_GLACE, PATIENT_ID), NOT_AUTHORISED, False, "cannot act"),
+        (actor(Kind.REPRESENTANT_LEGAL, Mode.CENTRE_15), NOT_AUTHORISED, False, "cannot act"),
+    ],
+)
+def test_the_patient_consults_their_record(who, record, allowed, reason) -> None:
+    decision = consult_record(who, record)
+    assert decision.allowed is allowed
+    assert reason in decision.reason
+    assert feed_record(who, record).allowed is allowed  # TD2.1: patient-contributed documents
+
+
+@pytest.mark.parametrize(
+    ("who", "document", "allowed", "reason"),
+    [
+        # masked documents stay visible to the patient...
+        (PAT, doc(), True, "allowed"),
+        (PAT, doc(v.APPROVED, MASQUE_PS), True, "allowed"),
+        (REP, doc(v.APPROVED, MASQUE_PS), True, "allowed"),
+        (PAT, doc(v.ARCHIVED), True, "allowed"),
+        (PAT, doc(v.DEPRECATED), True, "allowed"),
+        # ... not those awaiting the announcement consultation
+        (PAT, doc(v.APPROVED, INVISIBLE_PATIENT), False, "TD3.2_invisibles_patient"),
+        (REP, doc(v.APPROVED, INVISIBLE_PATIENT), False, "TD3.2_invisibles_patient"),
+        # hidden from legal representatives: the patient sees it, the representative not
+        (PAT, doc(v.APPROVED, INVISIBLE_REPRESENTANTS_LEGAUX), True, "allowed"),
+        (REP, doc(v.APPROVED, INVISIBLE_REPRESENTANTS_LEGAUX), False, "legal representatives"),
+        (PAT, doc(v.DELETED), False, "deleted"),
+    ],
+)
+def test_what_the_patient_sees(who: Actor, document: Document, allowed: bool, reason) -> None:
+    # the habilitation matrix is the professions': nothing of it applies to the patient
+    nothing = Habilitations.parse("profession,type_code,allowed\n*,*,non\n")
+    decision = see_document(who, NOT_AUTHORISED, document, habilitations=nothing)
+    assert decision.allowed is allowed
+    assert reason in decision.reason
+
+
+@pytest.mark.parametrize(
+    ("who", "operation", "document", "allowed", "reason"),
+    [
+        # archiving, unarchiving, deleting what the patient wrote ("*": or the patient)
+        (PAT, "delete", doc(patient=True), True, "allowed"),
+        (PAT, "archive", doc(patient=True), True, "allowed"),
+        (PAT, "unarchive", doc(v.ARCHIVED, patient=True), True, "allowed"),
+        (REP, "delete", doc(patient=True), True, "allowed"),
+        # not a professional's document
+        (PAT, "delete", doc(), False, "author"),
+        (PAT, "archive", doc(), False, "author"),
+        # masking and visibility are the professionals'
+        (PAT, "mask", doc(), False, "TD3.3a_masquer"),
+        (PAT, "unmask", doc(v.APPROVED, MASQUE_PS), False, "TD3.3a_demasquer"),
+        (PAT, "mask", doc(patient=True), False, "TD3.3a_masquer"),
+        # correcting: their own contributions only
+        (PAT, "revise", doc(patient=True), True, "allowed"),
+        (PAT, "revise", doc(), False, "author"),
+        # a document hidden from them is one they cannot find
+        (PAT, "delete", doc(v.APPROVED, INVISIBLE_PATIENT), False, "cannot find"),
+    ],
+)
+def test_what_the_patient_changes(who, operation, document, allowed, reason) -> None:
+    decision = change_document(who, NOT_AUTHORISED, document, operation)
+    assert decision.allowed is allowed
+    assert reason in decision.reason
+
+
+@pytest.mark.parametrize(
+    ("who", "record", "transaction", "allowed", "reason"),
+    [
+        (PAT, NOT_AUTHORISED, T.EXISTENCE, True, "allowed"),
+        (PAT, NOT_AUTHORISED, T.CONSULT, True, "allowed"),
+        # TD1.6: who is authorised or blocked on their own record
+        (PAT, NOT_AUTHORISED, T.LIST_AUTHORISATIONS, True, "allowed"),
+        (PAT, BLOCKED, T.LIST_AUTHORISATIONS, True, "allowed"),
+        (REP, NOT_AUTHORISED, T.LIST_AUTHORISATIONS, True, "allowed"),
+        # blocking a professional is the patient's decision
+        (PAT, NOT_AUTHORISED, T.BLOCK, True, "allowed"),
+        (REP, NOT_AUTHORISED, T.UNBLOCK, True, "allowed"),
+        # authorisations are the professionals' own declarations
+        (PAT, NOT_AUTHORISED, T.AUTHORISE, False, "not allowed to patient"),
+        (PAT, NOT_AUTHORISED, T.DESIGNATE_MT, False, "not allowed to patient"),
+        (PAT, NOT_AUTHORISED, T.REVOKE, False, "not allowed to patient"),
+        (PAT, NOT_AUTHORISED, T.REVOKE_MT, False, "not allowed to patient"),
+        # the record's life is not the patient's call here (Mon espace santé's)
+        (PAT, Record(exists=False), T.CREATE, False, "not the patient's"),
+        (PAT, NOT_AUTHORISED, T.CLOSE, False, "not the patient's"),
+        (PAT, NOT_AUTHORISED, T.MODIFY, False, "not the patient's"),
+        (PAT, CLOSED, T.REACTIVATE, False, "not the patient's"),
+    ],
+)
+def test_the_patients_record_services(who, record, transaction, allowed, reason) -> None:
+    decision = manage_record(who, record, transaction)
+    assert decision.allowed is allowed
+    assert reason in decision.reason
+
+
+@pytest.mark.parametrize(
+    ("who", "document", "allowed"),
+    [
+        # the patient's side adds documents the patient wrote, nobody else
+        (PAT, Document(v.APPROVED, frozenset(), frozenset({PATIENT_ID}), frozenset(), True), True),
+        (REP, Document(v.APPROVED, frozenset(), frozenset({PATIENT_ID}), frozenset(), True), True),
+        (PAT, doc(), False),  # a professional as author
+        (  # the patient and a professional
+            PAT,
+            Document(v.APPROVED, frozenset(), frozenset({PATIENT_ID, AUTHOR}), frozenset(), True),
+            False,
+        ),
+        (PAT, Document(v.APPROVED, frozenset(), frozenset(), frozenset()), False),  # nobody
+        # professionals state their own authors
+        (actor(), doc(patient=True), True),
+        (actor(Kind.ETABLISSEMENT), doc(), True),
+    ],
+)
+def test_what_the_patient_adds(who: Actor, document: Document, allowed: bool) -> None:
+    assert contribute(who, document).allowed is allowed
+
+
+def test_the_patient_lists_no_patients_and_searches_none() -> None:
+    assert not list_patients(PAT, owner=None, owner_in_structure=False, since_given=True)
+    assert not find_patients(PAT)
+
+
+@pytest.mark.parametrize(
+    ("role", "name_id", "kind"),
+    [
+        (("PAT", "2.16.840.1.113883.5.110"), PATIENT_ID, Kind.PATIENT),
+        (("GUARD", "2.16.840.1.113883.5.111"), GUARDIAN, Kind.REPRESENTANT_LEGAL),
+        # the codes in other systems are no patient roles: plain indirect, the institution
+        (("PAT", "2.16.840.1.113883.5.111"), PATIENT_ID, Kind.ETABLISSEMENT),
+        (("GUARD", "2.16.840.1.113883.5.110"), GUARDIAN, Kind.ETABLISSEMENT),
+    ],
+)
+def test_actor_of_a_patient_portals_vihf(role, name_id, kind) -> None:
+    from dmp_xds.policy.facts import actor_of
+
+    who = actor_of(principal(name_id, role, "normal", "INDIRECTE"))
+    assert who.kind is kind
+    assert who.person_id == name_id

@@ -64,6 +64,20 @@ AUTHORISED = Record(authorisation=Authorisation.AUTHORISED)
         ),
         (who(Kind.ETABLISSEMENT), Record(closed=True), False, Search.REFERENCES),
         (who(Kind.ETABLISSEMENT), Record(exists=False), False, Search.REFERENCES),
+        # in régulation, an opposition to emergency access closes the references too
+        (who(Kind.ETABLISSEMENT, Mode.CENTRE_15), Record(), True, Search.REFERENCES),
+        (
+            who(Kind.ETABLISSEMENT, Mode.CENTRE_15),
+            Record(opposes_emergency_access=True),
+            False,
+            Search.REFERENCES,
+        ),
+        (
+            who(Kind.ETABLISSEMENT, Mode.CENTRE_15),
+            Record(opposes_break_glass=True),
+            True,
+            Search.REFERENCES,
+        ),
     ],
 )
 def test_search_record(actor: Actor, record: Record, allowed: bool, search: Search) -> None:

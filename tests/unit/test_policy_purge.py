@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from dmp_xds.policy.purge import may_purge
+from dmp_xds.metadata import vocabulary as v
+from dmp_xds.policy.purge import may_purge, purgeable
 from tests.fixtures.principals import HOST_PHYSICIAN, principal
 
 OTHER_PHYSICIAN = "810000000002"
@@ -38,4 +39,30 @@ def test_may_purge(caller, authorised, allowed: bool, reason: str) -> None:
     decision = may_purge(caller, frozenset(authorised))
     assert decision.allowed is allowed
     assert bool(decision) is allowed
+    assert reason in decision.reason
+
+
+A, DEP, ARC, DEL = v.APPROVED, v.DEPRECATED, v.ARCHIVED, v.DELETED
+
+
+@pytest.mark.parametrize(
+    ("versions", "allowed", "reason"),
+    [
+        ([(1, DEL)], True, "allowed"),
+        # a deletion (ITI-57) marks the latest version; the ones it superseded stay Deprecated
+        ([(1, DEP), (2, DEP), (3, DEL)], True, "allowed"),
+        ([(2, DEL), (1, DEP)], True, "allowed"),  # in any order
+        ([(1, DEL), (2, DEL)], True, "allowed"),
+        # not deleted: still shown, archived, replaced (Deprecated as the latest), or odd
+        ([(1, A)], False, "version 1 is Approved"),
+        ([(1, ARC)], False, "version 1 is Archived"),
+        ([(1, DEP)], False, "version 1 is Deprecated"),
+        ([(1, DEP), (2, A)], False, "version 2 is Approved"),
+        ([(1, A), (2, DEL)], False, "version 1 is Approved"),
+        ([], False, "no version"),
+    ],
+)
+def test_only_a_deleted_document_is_purged(versions, allowed: bool, reason: str) -> None:
+    decision = purgeable(versions)
+    assert decision.allowed is allowed
     assert reason in decision.reason

@@ -57,6 +57,13 @@ CASES = [
     (Kind.MEDECIN, Mode.BRIS_DE_GLACE, OPEN, TraceScope.NONE, "bris_de_glace"),
     (Kind.MEDECIN, Mode.CENTRE_15, OPEN, TraceScope.NONE, "centre_15"),
     (Kind.PS, Mode.CENTRE_15, AUTHORISED, TraceScope.NONE, "centre_15"),
+    # The patient (or a legal representative) reads their record's whole trail, closed or
+    # not; no block concerns them. Normal mode only, like everyone.
+    (Kind.PATIENT, Mode.NORMAL, OPEN, TraceScope.RECORD, "patient"),
+    (Kind.PATIENT, Mode.NORMAL, CLOSED, TraceScope.RECORD, "patient"),
+    (Kind.PATIENT, Mode.NORMAL, BLOCKED, TraceScope.RECORD, "patient"),
+    (Kind.REPRESENTANT_LEGAL, Mode.NORMAL, OPEN, TraceScope.RECORD, "patient"),
+    (Kind.PATIENT, Mode.BRIS_DE_GLACE, OPEN, TraceScope.NONE, "bris_de_glace"),
 ]
 
 

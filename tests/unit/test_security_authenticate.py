@@ -14,7 +14,7 @@ from dmp_xds.namespaces import SAML2, WSU
 from dmp_xds.security import pki as P
 from dmp_xds.security.authenticate import Authenticator, parse_networks
 from dmp_xds.security.faults import FAILED_AUTHENTICATION, INVALID_SECURITY, SecurityFault
-from dmp_xds.security.principal import AuthenticationMode
+from dmp_xds.security.principal import AuthenticationMode, PatientRole
 from dmp_xds.soap.xmlparser import serialize
 from tests.fixtures.metadata import new_patient_id
 from tests.fixtures.security import (
@@ -255,3 +255,52 @@ def test_institution_vouches_for_its_own_structure_only(test_pki, tmp_path) -> N
         test_pki, authentication_mode="DIRECTE", signer="medecin", structure_id="10B0000009"
     )
     assert check(test_pki, signed_by_card, tmp_path, own_tls(test_pki.professionals["medecin"]))
+
+
+# --- patients, through the host's patient portal ------------------------------------------------
+
+
+def test_a_patient_portal_vouches_for_the_patient_and_a_representative(test_pki, tmp_path):
+    patient_id = new_patient_id()
+    patient = check(test_pki, vihf_envelope(test_pki, patient_id, "patient"), tmp_path)
+    assert patient.patient_role is PatientRole.PATIENT
+    assert patient.name_id == patient.patient.id and patient.structure_id == test_pki.portal_id
+    assert patient.specialty is None  # a patient role needs none (professions 10/21 do)
+    guardian = check(test_pki, vihf_envelope(test_pki, patient_id, "representant"), tmp_path)
+    assert guardian.patient_role is PatientRole.LEGAL_REPRESENTATIVE
+    assert guardian.name_id == P.TEST_REPRESENTATIVE_ID
+
+
+@pytest.mark.parametrize(
+    ("who", "changes", "config", "says"),
+    [
+        # the institution is no patient portal, though it signs for its own structure
+        (
+            "patient",
+            {"structure_id": P.TEST_STRUCTURE_ID, "signer": "institution"},
+            {},
+            "patient portal",
+        ),
+        ("representant", {"structure_id": P.TEST_STRUCTURE_ID, "signer": "institution"}, {}, ""),
+        # a server that trusts no portal (the default) lets no patient in
+        ("patient", {}, {"patient_portals": ()}, "DMP_XDS_PATIENT_PORTALS"),
+        # the patient is the record's patient, nobody else
+        ("patient", {"name_id": "1234567890123"}, {}, "Subject NameID"),
+        # the portal vouches in plain indirect mode; AIR and cards act as professionals
+        ("patient", {"authentication_mode": "INDIRECTE_RENFORCEE"}, {}, "INDIRECTE mode"),
+        ("representant", {"authentication_mode": "INDIRECTE_RENFORCEE"}, {}, "INDIRECTE"),
+    ],
+)
+def test_forged_patient_vihfs_are_refused(test_pki, tmp_path, who, changes, config, says):
+    data = vihf_envelope(test_pki, new_patient_id(), who, **changes)
+    fault = refusal(test_pki, data, tmp_path, **config)
+    assert (fault.check, fault.subcode) == ("patient_role", FAILED_AUTHENTICATION)
+    assert says in fault.reason
+
+
+def test_a_professional_role_still_needs_its_specialty(test_pki, tmp_path) -> None:
+    """The patient roles pass the role checks without weakening the professionals' ones."""
+    pro = test_pki.professional("medecin")
+    data = vihf_envelope(test_pki, roles=(pro.profession,))
+    fault = refusal(test_pki, data, tmp_path)
+    assert fault.subcode == INVALID_SECURITY and "requires a specialty" in fault.reason

@@ -21,11 +21,10 @@ from cryptography import x509
 
 from ..config import Settings
 from ..metadata.model import Author
-from ..security.principal import PROFESSION_SYSTEM
+from ..security.principal import PROFESSION_SYSTEM, SPECIALTY_SYSTEM
 from .vihf import SigningCredentials, VihfClaims, VihfHeaders
 from .xds import XdsClient
 
-SPECIALTY_SYSTEM = "1.2.250.1.71.4.2.5"  # TRE_R01 savoir-faire (the VIHF's second role)
 IDNPS = "1.2.250.1.71.4.2.1"
 _PEM_BLOCK = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.S)
 AUTHENTICATION_MODES = ("INDIRECTE_RENFORCEE", "INDIRECTE", "DIRECTE")

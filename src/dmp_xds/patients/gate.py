@@ -6,8 +6,8 @@ transaction and ask it: may this caller feed the record (ITI-41/42), search it (
 see this document (ITI-18/43), change this document (ITI-57)? A refusal becomes an
 :class:`XdsError` with the code DMP-compatible software expects: ``XDSUnknownPatientId`` when
 the patient has no record, ``DMPClosed`` for a closed one, ``DMPAccessDeniedByRightsService``
-otherwise. Hidden documents are never refused by name: searches leave them out and retrieve
-answers as for an unknown document.
+otherwise. Hidden documents are never refused by name: searches leave them out, retrieve
+answers as for an unknown document, and so does a change naming one the caller cannot find.
 """
 
 from __future__ import annotations
@@ -18,19 +18,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lxml import etree
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection
 
 from ..call import Call
 from ..errors import ErrorCode, XdsError, XdsFailure
 from ..metadata import vocabulary as v
 from ..metadata.ebrim import rim, slot_values
+from ..metadata.model import DocumentEntry
 from ..policy import access
 from ..policy.access import Actor, Decision, Document, Record, Refusal, Search
 from ..policy.facts import actor_of, document_of, person_id
 from ..policy.habilitations import Habilitations, load_habilitations
 from ..policy.rights import RightsMatrix, load_matrix
-from ..registry import tables as t
-from ..registry.queries import DOCUMENT_FACT_COLUMNS
+from ..registry.queries import document_facts
 from ..security.principal import Principal
 from .authorisations import AccessFacts, access_facts
 from .records import CLOSED
@@ -53,6 +53,9 @@ _CODES = {
     Refusal.NO_RECORD: ErrorCode.UNKNOWN_PATIENT_ID,
     Refusal.CLOSED: ErrorCode.DMP_CLOSED,
     Refusal.DENIED: ErrorCode.DMP_ACCESS_DENIED,
+    # A document the caller cannot find: each transaction answers it as it answers an unknown
+    # one, in that transaction's shape (ITI-57: registry/update.py); this is the fallback.
+    Refusal.NOT_FOUND: ErrorCode.DOCUMENT_UNIQUE_ID,
 }
 
 
@@ -131,6 +134,15 @@ class RecordGate:
     def feed(self) -> Decision:
         return access.feed_record(self.actor, self.record, self.rules.matrix)
 
+    def contribute(self, doc: DocumentEntry) -> Decision:
+        """May this caller add this new DocumentEntry (its authors, for the patient's side)?"""
+        facts = document_of(
+            v.APPROVED,
+            (c.key for c in doc.confidentiality_codes),
+            (a.person for a in doc.authors if a.person),
+        )
+        return access.contribute(self.actor, facts)
+
     def search(self) -> tuple[Decision, Search]:
         return access.search_record(self.actor, self.record, self.rules.matrix)
 
@@ -179,6 +191,9 @@ class RecordGate:
             self._shapes[key] = shown
         return shown
 
+    def change_record(self) -> Decision:
+        return access.change_record(self.actor, self.record)
+
     def change(self, row: Any, operation: str) -> Decision:
         return access.change_document(
             self.actor,
@@ -186,6 +201,18 @@ class RecordGate:
             self.document(row, structures=True),
             operation,
             self.rules.matrix,
+            self.rules.habilitations,
+        )
+
+    def unknown(self, row: Any) -> bool:
+        """Whether a change naming this document (row) must be answered as if it did not
+        exist: this caller cannot find it (:func:`access.finds`)."""
+        return not access.finds(
+            self.actor,
+            self.record,
+            self.document(row, structures=True),
+            self.rules.matrix,
+            self.rules.habilitations,
         )
 
     def hidden(
@@ -201,11 +228,5 @@ class RecordGate:
         rows = dict(known)
         missing = set(entry_uuids) - rows.keys()
         if missing and self.patient_key is not None:
-            de = t.document_entry
-            for row in conn.execute(
-                select(de.c.entry_uuid, *DOCUMENT_FACT_COLUMNS).where(
-                    de.c.patient_key == self.patient_key, de.c.entry_uuid.in_(missing)
-                )
-            ):
-                rows[row.entry_uuid] = row
+            rows.update(document_facts(conn, self.patient_key, missing))
         return {u for u, row in rows.items() if not self.shows(row, search)}

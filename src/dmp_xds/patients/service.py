@@ -371,8 +371,8 @@ class PatientService:
         ``MEDECIN_TRAITANT``, a médecin becomes the médecin traitant) and ``SUPPRESSION``
         (removes the caller's authorisation, or only its MT role). Our extension, for what the
         national DMP does on its Web PS: ``BLOCAGE`` / ``DEBLOCAGE`` of ``target``
-        (nationalId + nationalIdType: a professional or a structure), by the médecin traitant
-        at the patient's request.
+        (nationalId + nationalIdType: a professional or a structure), by the patient through
+        a patient portal, or by the médecin traitant at the patient's request.
         """
         action = _field(call.payload, "action", dv.HAB_NS)
         role = _field(call.payload, "role", dv.HAB_NS)

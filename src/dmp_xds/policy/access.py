@@ -19,7 +19,9 @@ from ..metadata import vocabulary as v
 from .habilitations import Habilitations
 from .rights import Column, Condition, RightsMatrix, load_matrix
 
-# Confidentiality codes of the DMP (TRE_A07 / J58, code system 1.2.250.1.213.1.1.4.13).
+# Confidentiality codes of the DMP (TRE_A07 / J58): they restrict a document's audience only
+# in their own code system (a MASQUE_PS of another scheme masks nothing, facts.py).
+DMP_CONFIDENTIALITY_SYSTEM = "1.2.250.1.213.1.1.4.13"
 MASQUE_PS = "MASQUE_PS"
 INVISIBLE_PATIENT = "INVISIBLE_PATIENT"
 INVISIBLE_REPRESENTANTS_LEGAUX = "INVISIBLE_REPRESENTANTS_LEGAUX"
@@ -35,6 +37,13 @@ class Kind(StrEnum):
     MEDECIN_TRAITANT = "medecin_traitant"  # the patient's designated médecin traitant DMP
     CPE = "cpe"  # establishment staff card, not a health professional
     ETABLISSEMENT = "etablissement"  # indirect authentication: the institution's certificate
+    PATIENT = "patient"  # the patient, through the host's patient portal
+    REPRESENTANT_LEGAL = "representant_legal"  # a legal representative, through the portal
+
+
+# Who acts for the patient: needs no authorisation on their own record, is never blocked, and
+# "own documents" are the documents the patient wrote.
+PATIENT_KINDS = frozenset({Kind.PATIENT, Kind.REPRESENTANT_LEGAL})
 
 
 class Mode(StrEnum):
@@ -53,7 +62,9 @@ class Authorisation(StrEnum):
 class Actor:
     kind: Kind
     mode: Mode
-    person_id: str  # national identifier (RPPS/ADELI...) or the structure's, in indirect mode
+    # national identifier (RPPS/ADELI...), or the structure's in indirect mode; the patient's
+    # identifier for the patient, the portal's id of a legal representative
+    person_id: str
     structure_id: str
     profession: str = ""  # TRE_G15 code (the habilitation matrix reads it)
 
@@ -70,7 +81,9 @@ class Record:
 @dataclass(frozen=True, slots=True)
 class Document:
     status: str
-    confidentiality: frozenset[str]  # the codes alone (N, R, MASQUE_PS, INVISIBLE_PATIENT...)
+    # The DMP's restriction codes bare (MASQUE_PS, INVISIBLE_PATIENT...), any other code as
+    # code^^scheme (N^^2.16.840.1.113883.5.25): facts.confidentiality_of
+    confidentiality: frozenset[str]
     author_ids: frozenset[str]  # person ids of the authors
     author_structures: frozenset[str]
     authored_by_patient: bool = False
@@ -83,6 +96,7 @@ class Refusal(StrEnum):
     NO_RECORD = "no_record"  # the patient has no DMP record
     CLOSED = "closed"  # the record is closed
     DENIED = "denied"  # the rights say no
+    NOT_FOUND = "not_found"  # a document the caller cannot find: answered as an unknown one
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +132,8 @@ def column(actor: Actor) -> Column | None:
         (Kind.CPE, Mode.NORMAL): Column.CPE,
         (Kind.ETABLISSEMENT, Mode.NORMAL): Column.ES_NORMAL,
         (Kind.ETABLISSEMENT, Mode.CENTRE_15): Column.ES_REGULATION,
+        (Kind.PATIENT, Mode.NORMAL): Column.PATIENT,
+        (Kind.REPRESENTANT_LEGAL, Mode.NORMAL): Column.PATIENT,
     }
     if actor.kind is Kind.MEDECIN_TRAVAIL:
         return Column.MEDECIN_TRAVAIL  # the matrix gives it one column, "sans objet" mode
@@ -135,19 +151,26 @@ def may(actor: Actor, action: str, matrix: RightsMatrix | None = None) -> Decisi
     return ALLOW
 
 
+def _blocked(actor: Actor, record: Record) -> bool:
+    """The patient blocked this professional or structure (never the patient's own side)."""
+    return record.authorisation is Authorisation.BLOCKED and actor.kind not in PATIENT_KINDS
+
+
 def _record_gate(actor: Actor, record: Record) -> Decision | None:
     if not record.exists:
         return deny("the patient has no record", Refusal.NO_RECORD)
     if record.closed:
         return deny("the record is closed", Refusal.CLOSED)
-    if record.authorisation is Authorisation.BLOCKED:
+    if _blocked(actor, record):
         return deny("the patient has blocked this professional")
     return None
 
 
-def consult_record(actor: Actor, record: Record, matrix: RightsMatrix | None = None) -> Decision:
-    """Searching and reading the record (TD3.1/TD3.2): authorisation, or the médecin traitant,
-    or break-glass / regulation access that the patient has not opposed."""
+def _access_gate(actor: Actor, record: Record) -> Decision | None:
+    """:func:`_record_gate`, then the patient's opposition to the actor's emergency mode
+    (OPPOSITION_BRIS_DE_GLACE, OPPOSITION_ACCES_URGENCE): it closes the record to that mode,
+    for reading, for finding references and for changing documents alike (feeding needs no
+    access to the record, so only the record's gate applies to it)."""
     gate = _record_gate(actor, record)
     if gate is not None:
         return gate
@@ -155,9 +178,20 @@ def consult_record(actor: Actor, record: Record, matrix: RightsMatrix | None = N
         return deny("the patient opposed break-glass access")
     if actor.mode is Mode.CENTRE_15 and record.opposes_emergency_access:
         return deny("the patient opposed emergency (centre 15) access")
+    return None
+
+
+def consult_record(actor: Actor, record: Record, matrix: RightsMatrix | None = None) -> Decision:
+    """Searching and reading the record (TD3.1/TD3.2): authorisation, or the médecin traitant,
+    or break-glass / regulation access that the patient has not opposed; the patient's side
+    reads their own record without any."""
+    gate = _access_gate(actor, record)
+    if gate is not None:
+        return gate
     if (
         actor.mode is Mode.NORMAL
         and actor.kind is not Kind.MEDECIN_TRAITANT
+        and actor.kind not in PATIENT_KINDS
         and record.authorisation is not Authorisation.AUTHORISED
     ):
         return deny("the professional is not authorised on this record")
@@ -174,8 +208,58 @@ def feed_record(actor: Actor, record: Record, matrix: RightsMatrix | None = None
     return may(actor, action, matrix)
 
 
+def _own(actor: Actor, doc: Document) -> Decision:
+    """Whether the actor answers for ``doc``: its author, or for an institution certificate or
+    a CPE card its structure (notes 8 and 9: the documents it may correct and delete)."""
+    kind = (
+        Condition.STRUCTURE_DOCUMENTS
+        if actor.kind in (Kind.ETABLISSEMENT, Kind.CPE)
+        else Condition.OWN_DOCUMENTS
+    )
+    return _condition_holds(kind, actor, doc)
+
+
+def finds(
+    actor: Actor,
+    record: Record,
+    doc: Document,
+    matrix: RightsMatrix | None = None,
+    habilitations: Habilitations | None = None,
+) -> Decision:
+    """Whether the actor could find ``doc`` at all: a search shows it (it may consult the
+    record and see the document), or it answers for it (:func:`_own`: an author knows its
+    documents, an institution or a CPE finds its structure's by reference, note 5).
+
+    A change naming a document the actor cannot find is refused with ``NOT_FOUND``, which the
+    registry answers exactly as for an unknown document: naming a document must reveal
+    nothing that a search would not.
+    """
+    if _own(actor, doc):
+        return ALLOW
+    seen = consult_record(actor, record, matrix)
+    if seen:
+        seen = see_document(actor, record, doc, matrix, habilitations)
+    if seen:
+        return ALLOW
+    return deny(f"this caller cannot find the document ({seen.reason})", Refusal.NOT_FOUND)
+
+
+def contribute(actor: Actor, doc: Document) -> Decision:
+    """A document the patient's side adds (TD2.1) is patient-contributed: its one author is
+    the patient, identified in an INS domain (:func:`.facts.is_patient`). A portal cannot make
+    a professional the author of what the patient sends, since authorship decides who may
+    correct, mask or delete it. Professionals state their own authors: nothing to check."""
+    if actor.kind not in PATIENT_KINDS or (doc.authored_by_patient and len(doc.author_ids) == 1):
+        return ALLOW
+    return deny("a document the patient adds has the patient, and only the patient, as author")
+
+
 def _condition_holds(condition: Condition | None, actor: Actor, doc: Document) -> Decision:
-    if condition is Condition.OWN_DOCUMENTS and actor.person_id not in doc.author_ids:
+    if condition is Condition.OWN_DOCUMENTS and not (
+        doc.authored_by_patient
+        if actor.kind in PATIENT_KINDS
+        else actor.person_id in doc.author_ids
+    ):
         return deny("only the document's author may do this")
     if (
         condition is Condition.STRUCTURE_DOCUMENTS
@@ -202,8 +286,16 @@ def see_document(
         return deny(f"{actor.kind} cannot act in {actor.mode} mode")
     if doc.status == v.DELETED:
         return deny("deleted documents leave every view")
-    if habilitations is not None and not habilitations.may_read(actor.profession, doc.type_code):
+    if (
+        habilitations is not None
+        and actor.kind not in PATIENT_KINDS  # the arrêté's matrix is about professionals
+        and not habilitations.may_read(actor.profession, doc.type_code)
+    ):
         return deny(f"profession {actor.profession} may not read {doc.type_code} documents")
+    if actor.kind is Kind.REPRESENTANT_LEGAL and INVISIBLE_REPRESENTANTS_LEGAUX in (
+        doc.confidentiality
+    ):
+        return deny("the document is hidden from the patient's legal representatives")
     rows = ["TD3.2_masques" if MASQUE_PS in doc.confidentiality else "TD3.2_non_masques"]
     if INVISIBLE_PATIENT in doc.confidentiality:
         rows.append("TD3.2_invisibles_patient")
@@ -231,7 +323,15 @@ OPERATIONS = {
     "delete": "TD3.3c_supprimer",
 }
 REVISE = "revise"  # a metadata update that is no TD3.3 operation (policy/updates.py)
-_STARRED = {"archive", "unarchive", "delete"}  # "*": a patient's document: MT only
+_STARRED = {"archive", "unarchive", "delete"}  # "*": a patient's document: the MT's
+
+
+def change_record(actor: Actor, record: Record) -> Decision:
+    """The record's gates of any change (ITI-57), which the registry decides before it looks
+    up the documents a request names: a refusal here says nothing about them. In an
+    emergency mode the patient opposed, no document of the record is changed either."""
+    gate = _access_gate(actor, record)
+    return gate if gate is not None else ALLOW
 
 
 def change_document(
@@ -240,38 +340,42 @@ def change_document(
     doc: Document,
     operation: str,
     matrix: RightsMatrix | None = None,
+    habilitations: Habilitations | None = None,
 ) -> Decision:
     """Masking, visibility, archiving and deletion of one document (TD3.3), or ``revise``:
     another metadata correction, which the matrix does not list; it is left to whoever
     submitted the document (its author, or the author's structure for an institution or a
-    CPE) provided it may still feed the record."""
-    gate = _record_gate(actor, record)
-    if gate is not None:
+    CPE) provided it may still feed the record. Either only on a document the actor can
+    find (:func:`finds`)."""
+    gate = change_record(actor, record)
+    if not gate:
         return gate
+    found = finds(actor, record, doc, matrix, habilitations)
+    if not found:
+        return found
     if operation == REVISE:
         fed = feed_record(actor, record, matrix)
         if not fed:
             return fed
-        kind = (
-            Condition.STRUCTURE_DOCUMENTS
-            if actor.kind in (Kind.ETABLISSEMENT, Kind.CPE)
-            else Condition.OWN_DOCUMENTS
-        )
-        return _condition_holds(kind, actor, doc)
+        return _own(actor, doc)
     if operation not in OPERATIONS:
         return deny(f"unknown operation {operation!r}")
     col = column(actor)
     if col is None:
         return deny(f"{actor.kind} cannot act in {actor.mode} mode")
-    if (
-        operation in _STARRED
-        and doc.authored_by_patient
-        and actor.kind is not Kind.MEDECIN_TRAITANT
-    ):
-        return deny("only the médecin traitant may do this to the patient's own document")
+    starred = operation in _STARRED and doc.authored_by_patient
+    if starred and actor.kind is not Kind.MEDECIN_TRAITANT and actor.kind not in PATIENT_KINDS:
+        return deny(
+            "only the médecin traitant (or the patient) may do this to the patient's document"
+        )
     right = (matrix or load_matrix()).right(OPERATIONS[operation], col)
     if not right.allowed:
         return deny(f"{OPERATIONS[operation]} is not allowed to {col.value}")
+    if starred and right.condition is Condition.OWN_DOCUMENTS:
+        # "*": the patient's documents are the médecin traitant's to archive and delete, so
+        # the footnote "own documents only" (the MT's deletion cell) cannot apply to them:
+        # no professional is the author of a document the patient wrote.
+        return ALLOW
     return _condition_holds(right.condition, actor, doc)
 
 
@@ -292,7 +396,7 @@ def search_record(
     col = column(actor)
     if col is not None and m.right("TD3.1_metadonnees", col).allowed:
         return consult_record(actor, record, m), Search.METADATA
-    gate = _record_gate(actor, record)
+    gate = _access_gate(actor, record)
     if gate is not None:
         return gate, Search.REFERENCES
     return may(actor, "TD3.1_reference", m), Search.REFERENCES
@@ -363,13 +467,20 @@ def manage_record(
     if transaction in _OUTSIDE_MATRIX:
         if column(actor) is None:
             return deny(f"{actor.kind} cannot act in {actor.mode} mode")
+        if actor.kind in PATIENT_KINDS:
+            return deny(f"{transaction.value} is a professional's call, not the patient's")
         if actor.mode is not Mode.NORMAL:
             return deny(f"{transaction.value} is only possible in normal access mode")
         if transaction in _NOT_WITH_MES and attached_to_mes:
             return deny(f"{transaction.value} is not possible on a record attached to MES")
     elif transaction in (RecordTransaction.BLOCK, RecordTransaction.UNBLOCK):
-        if actor.kind is not Kind.MEDECIN_TRAITANT or actor.mode is not Mode.NORMAL:
-            return deny("only the médecin traitant, in normal mode, blocks or unblocks")
+        # The patient asks for it: themself (or their representative) through the portal, or
+        # the médecin traitant at their request, as the national Web PS offers.
+        blocker = actor.kind is Kind.MEDECIN_TRAITANT or actor.kind in PATIENT_KINDS
+        if not blocker or actor.mode is not Mode.NORMAL:
+            return deny(
+                "only the patient or the médecin traitant, in normal mode, blocks or unblocks"
+            )
     elif transaction is RecordTransaction.DESIGNATE_MT:
         decided = may(actor, RecordTransaction.AUTHORISE.value, matrix)
         if not decided:
@@ -380,9 +491,7 @@ def manage_record(
         decided = may(actor, transaction.value, matrix)
         if not decided:
             return decided
-    if transaction is not RecordTransaction.EXISTENCE and (
-        record.authorisation is Authorisation.BLOCKED
-    ):
+    if transaction is not RecordTransaction.EXISTENCE and _blocked(actor, record):
         return deny("the patient has blocked this professional")
     return ALLOW
 
@@ -440,7 +549,9 @@ class TraceScope(StrEnum):
 
 def read_traces(actor: Actor, record: Record) -> tuple[Decision, TraceScope]:
     """The national DMP's rule for its traces (Web PS): "the médecin traitant sees all
-    traces, other professionals only their own", served here to software (audit/service.py).
+    traces, other professionals only their own", served here to software (audit/service.py);
+    and the patient's: the patient (or a legal representative) reads the whole trail of
+    their own record, open or closed, as Mon espace santé shows it.
 
     Refused: an institution certificate (plain indirect authentication names no person whose
     "own" actions these would be), a professional the patient blocked, and every emergency
@@ -453,7 +564,9 @@ def read_traces(actor: Actor, record: Record) -> tuple[Decision, TraceScope]:
         return deny("an institution certificate reads no traces"), TraceScope.NONE
     if actor.mode is not Mode.NORMAL:
         return deny(f"traces are not read in {actor.mode} mode"), TraceScope.NONE
-    if record.authorisation is Authorisation.BLOCKED:
+    if actor.kind in PATIENT_KINDS:
+        return Decision(True, "the patient reads their record's trail"), TraceScope.RECORD
+    if _blocked(actor, record):
         return deny("the patient has blocked this professional"), TraceScope.NONE
     if actor.kind is Kind.MEDECIN_TRAITANT and record.exists and not record.closed:
         return Decision(True, "the médecin traitant reads the whole trail"), TraceScope.RECORD

@@ -21,13 +21,17 @@ Why these conditions:
   behind an emergency justification;
 * a call that did not go through the security layer (no principal) is refused.
 
+What may be purged is decided here too (:func:`purgeable`): only a document deleted in the
+DMP, for ITI-62 and ``dmp-xds purge`` alike.
+
 Nothing here does I/O; the table test is tests/unit/test_policy_purge.py.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 
+from ..metadata import vocabulary as v
 from ..security.principal import AccessMode, Principal
 from .access import ALLOW, MEDECIN, Decision, deny
 from .facts import PROFESSION_SYSTEM
@@ -64,4 +68,30 @@ def operator_may_purge(actor_id: str | None, authorised: Collection[str]) -> Dec
         return deny("no professional is authorised to remove metadata on this server")
     if actor_id not in authorised:
         return deny(f"professional {actor_id} is not authorised to remove metadata")
+    return ALLOW
+
+
+def purgeable(versions: Iterable[tuple[int, str]]) -> Decision:
+    """May a document be erased for good? ``versions``: (version, availability status) of
+    every version of one logical document.
+
+    Only a document deleted in the DMP (ITI-57 status update to Deleted): its latest version
+    is Deleted, and the earlier ones are Deleted or Deprecated (what a metadata update leaves
+    behind it). A document still visible, archived or merely replaced is never purged by
+    mistake: it has to be deleted first, by whoever the rights matrix lets delete it.
+    """
+    ordered = sorted(versions)
+    if not ordered:
+        return deny("the document has no version")
+    latest = ordered[-1][0]
+    kept = [
+        f"version {number} is {status.rsplit(':', 1)[-1]}"
+        for number, status in ordered
+        if status != v.DELETED and (number == latest or status != v.DEPRECATED)
+    ]
+    if kept:
+        return deny(
+            f"{', '.join(kept)}; only a document whose latest version is Deleted (ITI-57 "
+            "status update) can be purged"
+        )
     return ALLOW

@@ -33,12 +33,15 @@ class Column(StrEnum):
     CPE = "cpe"
     ES_NORMAL = "es_normal"
     ES_REGULATION = "es_regulation"
+    # Ours, not the national matrix's: the patient (or a legal representative) through the
+    # host's patient portal; normal access mode only.
+    PATIENT = "patient"
 
 
 class Condition(StrEnum):
     """What an allowed cell's footnote still requires."""
 
-    OWN_DOCUMENTS = "own_documents"  # notes 6 and 8
+    OWN_DOCUMENTS = "own_documents"  # notes 6 and 8 (for the patient: what the patient wrote)
     PATIENT_CONSENT = "patient_consent"  # note 7
     STRUCTURE_DOCUMENTS = "structure_documents"  # note 9
 

@@ -23,8 +23,9 @@ class UnsupportedChange(ValueError):
 
 
 def metadata_operations(before: Iterable[str], after: Iterable[str]) -> list[str]:
-    """The operations of a new metadata version, from the confidentiality codes (bare codes)
-    of the latest version and of the new one."""
+    """The operations of a new metadata version, from the confidentiality codes of the latest
+    version and of the new one (as :func:`.facts.confidentiality_of` gives them: the DMP's
+    own codes bare)."""
     old, new = frozenset(before), frozenset(after)
     operations = []
     if MASQUE_PS in new - old:

@@ -11,8 +11,9 @@ The rules, each a refusal that leaves everything as it was:
 
 * the physician named by ``--by`` must be listed in ``DMP_XDS_PURGE_AUTHORISED``
   (:func:`dmp_xds.policy.purge.operator_may_purge`);
-* every version of the document must be ``Deleted``: a document still visible, archived or
-  merely replaced is not purged by mistake.
+* the document must be deleted: its latest version ``Deleted``, the earlier ones ``Deleted``
+  or ``Deprecated`` (:func:`dmp_xds.policy.purge.purgeable`, ITI-62's rule too): a document
+  still visible, archived or merely replaced is not purged by mistake.
 
 How it is done, reusing what ITI-62 and ``dmp-xds gc`` already trust:
 
@@ -38,9 +39,8 @@ from sqlalchemy import Connection, Engine, select
 
 from ..audit.trail import AuditEvent, audit_event
 from ..errors import XdsFailure
-from ..metadata import vocabulary as v
 from ..metadata.datatypes import PatientId
-from ..policy.purge import operator_may_purge
+from ..policy.purge import operator_may_purge, purgeable
 from ..repository.maintenance import Removal, remove_if_unreferenced
 from ..repository.store import DocumentStore
 from . import patient_lock
@@ -100,12 +100,9 @@ def plan_purge(conn: Connection, patient: PatientId, unique_id: str) -> PurgePla
     )
     if key is None or not rows:
         raise PurgeRefused(f"no document {unique_id} in this patient's record")
-    kept = [f"version {r.version} is {_short(r.status)}" for r in rows if r.status != v.DELETED]
-    if kept:
-        raise PurgeRefused(
-            f"document {unique_id} cannot be purged: {', '.join(kept)}; only a document whose "
-            "every version is Deleted (ITI-57 status update) can be purged"
-        )
+    decision = purgeable((r.version, r.status) for r in rows)
+    if not decision:
+        raise PurgeRefused(f"document {unique_id} cannot be purged: {decision.reason}")
     objects = with_dependents(conn, key, {r.entry_uuid: "DocumentEntry" for r in rows})
     return PurgePlan(
         unique_id,
@@ -184,8 +181,9 @@ def purge(
         why = "; ".join(e.message for e in failure.errors)
         _refuse(engine, by, patient, unique_id, f"the registry refuses the removal: {why}")
     report = PurgeReport(plan)
-    for content_key in sorted(plan.content_keys):
-        report.bytes[content_key] = remove_if_unreferenced(engine, store, content_key)
+    with engine.connect() as conn:
+        for content_key in sorted(plan.content_keys):
+            report.bytes[content_key] = remove_if_unreferenced(conn, store, content_key)
     return report
 
 

@@ -8,7 +8,7 @@ queries find the patient through the locator tables.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -102,6 +102,34 @@ DOCUMENT_FACT_COLUMNS = (
     t.document_entry.c.type_code,
     t.document_entry.c.ebrim,
 )
+
+
+def requested_objects(req: QueryRequest) -> list[str]:
+    """The registry objects a query names by identifier (the entryUUIDs and uniqueIds of Get*
+    queries), for the trail of a call that does not answer them: a refused or failed read
+    still says what it asked for."""
+    return [
+        value
+        for name in req.params
+        if name == "$uuid" or name.endswith(("EntryUUID", "UniqueId"))
+        for value in alternatives(req, name)
+    ]
+
+
+def document_facts(
+    conn: Connection, key: int, entry_uuids: Collection[uuid.UUID]
+) -> dict[uuid.UUID, Any]:
+    """The :data:`DOCUMENT_FACT_COLUMNS` rows of some of a patient's DocumentEntries, in one
+    query (ids that are not the patient's DocumentEntries are left out)."""
+    if not entry_uuids:
+        return {}
+    de = t.document_entry
+    rows = conn.execute(
+        select(de.c.entry_uuid, *DOCUMENT_FACT_COLUMNS).where(
+            de.c.patient_key == key, de.c.entry_uuid.in_(list(entry_uuids))
+        )
+    )
+    return {row.entry_uuid: row for row in rows}
 
 
 def _columns(table: Table) -> tuple[ColumnElement, ...]:

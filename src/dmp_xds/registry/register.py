@@ -10,8 +10,9 @@ as it was.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from lxml import etree
 from sqlalchemy import Connection, and_, bindparam, or_, select, update
@@ -25,6 +26,7 @@ from ..metadata.ebrim import rim, set_slot
 from ..metadata.model import Association, DocumentEntry, Folder, Submission, SubmissionSet
 from . import patient_lock
 from . import tables as t
+from .queries import document_facts
 
 
 def as_uuid(entry_uuid: str) -> uuid.UUID:
@@ -262,9 +264,17 @@ def _document_duplicate(conn: Connection, doc: DocumentEntry, pkey: int) -> list
 
 
 def check_references(
-    conn: Connection, sub: Submission, key: int | None, errors: list[XdsError]
+    conn: Connection,
+    sub: Submission,
+    key: int | None,
+    errors: list[XdsError],
+    hidden: Callable[[Any], bool] | None = None,
 ) -> dict[str, Existing]:
-    """Resolve association ends that are not in the submission; report the unusable ones."""
+    """Resolve association ends that are not in the submission; report the unusable ones.
+
+    ``hidden`` (ITI-57: the access gate's) says which of the patient's DocumentEntries, by
+    their :data:`.queries.DOCUMENT_FACT_COLUMNS` row, the caller cannot find: those are
+    reported exactly as ids that are not in the registry."""
     local = {o.id for o in sub.objects()}
     new_ids = [as_uuid(o.id) for o in sub.objects() if is_uuid_urn(o.id)]
     clash = (
@@ -296,6 +306,11 @@ def check_references(
                 loc.c.entry_uuid.in_([as_uuid(r) for r in refs])
             )
         ).all()
+        if hidden is not None and key is not None:
+            documents = document_facts(
+                conn, key, [e for e, pkey, kind in rows if kind == "DocumentEntry" and pkey == key]
+            )
+            rows = [r for r in rows if r[0] not in documents or not hidden(documents[r[0]])]
         for entry, pkey, kind in rows:
             urn = as_urn(entry)
             if key is not None and pkey != key:

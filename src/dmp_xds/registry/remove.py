@@ -10,6 +10,10 @@ problem is reported in one answer (ITI TF-2b 3.62.4.1.3 and the NIST tests 30000
 * an object that an Association *not* being removed still points at (as source or target):
   ``ReferencesExistException``. The caller must list the associations too, so nothing dangles
   (an RPLC to a removed original, a folder membership of a removed document, ...);
+* a DocumentEntry whose document is not deleted in the DMP (:func:`.purgeable`: its latest
+  version must be Deleted, by an ITI-57 status update the rights matrix allowed):
+  ``XDSRegistryError``, the code IHE reserves for conditions no more detailed code describes.
+  ITI-62 erases for good; what has not been deleted first is not erased by mistake;
 * a removal that would leave the metadata model broken on the *remaining* side:
   ``XDSUnreferencedObjectException``. Two cases: a SubmissionSet that keeps no association at
   all (it would describe a submission of nothing: NIST 30001, 30002, 30003 expect this code
@@ -25,9 +29,10 @@ nothing, which is what the unreferenced-object code says (and what NIST 30001 ex
 
 Statuses are not touched: removing an RPLC association and its replacement leaves the original
 Deprecated, as ITI-62 removes objects and changes nothing else. A removed object's uniqueId is
-freed once no row with it remains (ITI-57 versions of a DocumentEntry share theirs). Document
-bytes stay in the store, now unreferenced, until ``dmp-xds gc`` collects them after its grace
-period (repository/maintenance.py re-checks the registry under the content lock).
+freed once no row with it remains (ITI-57 versions of a DocumentEntry share theirs). The
+removed entries' content keys are returned (:attr:`Removed.content_keys`) so that, once the
+removal has committed, the caller deletes the bytes no other entry references
+(repository/maintenance.py re-checks the registry under the content lock).
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ from ..errors import ErrorCode, XdsError, XdsFailure
 from ..metadata import vocabulary as v
 from ..metadata.datatypes import PatientId, is_uuid_urn
 from ..namespaces import QUERY, RIM
+from ..policy.purge import purgeable
 from . import patient_lock
 from . import tables as t
 from .register import as_urn, as_uuid
@@ -113,6 +119,7 @@ class Removed:
     entry_uuids: list[str] = field(default_factory=list)
     document_unique_ids: list[str] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
+    content_keys: set[str] = field(default_factory=set)  # of the removed DocumentEntries
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +170,9 @@ def remove_objects(conn: Connection, patient: PatientId | None, ids: Sequence[st
     ]
     if kinds:
         assert key is not None
+        errors += _not_deleted(
+            conn, key, [e for e, kind in kinds.items() if kind == "DocumentEntry"]
+        )
         errors += _references_kept(conn, key, kinds)
         errors += _left_unreferenced(conn, key, kinds)
     if errors:
@@ -206,6 +216,40 @@ def _patient_key(conn: Connection, patient: PatientId | None) -> int | None:
     return conn.execute(
         select(t.patient.c.patient_key).where(t.patient.c.patient_id == patient.canonical)
     ).scalar_one_or_none()
+
+
+def _not_deleted(conn: Connection, key: int, entries: list[uuid.UUID]) -> list[XdsError]:
+    """XDSRegistryError for each DocumentEntry whose document is not deleted (all the versions
+    of its logical document decide, :func:`.purgeable`)."""
+    if not entries:
+        return []
+    de = t.document_entry
+    logical = dict(
+        conn.execute(
+            select(de.c.entry_uuid, de.c.logical_id).where(
+                de.c.patient_key == key, de.c.entry_uuid.in_(entries)
+            )
+        ).all()
+    )
+    versions: dict[uuid.UUID, list[tuple[int, str]]] = defaultdict(list)
+    for lid, version, status in conn.execute(
+        select(de.c.logical_id, de.c.version, de.c.status).where(
+            de.c.patient_key == key, de.c.logical_id.in_(set(logical.values()))
+        )
+    ):
+        versions[lid].append((version, status))
+    errors = []
+    for entry in sorted(entries, key=str):
+        decision = purgeable(versions[logical[entry]])
+        if not decision:
+            errors.append(
+                XdsError(
+                    ErrorCode.REGISTRY_ERROR,
+                    f"DocumentEntry {as_urn(entry)} cannot be removed: {decision.reason}",
+                    as_urn(entry),
+                )
+            )
+    return errors
 
 
 def _links(conn: Connection, key: int, condition: ColumnElement[bool]) -> list[_Link]:
@@ -359,6 +403,10 @@ def _erase(conn: Connection, key: int, kinds: dict[uuid.UUID, str]) -> Removed:
         unique_ids: set[str] = set()
         if "unique_id" in table.c:
             unique_ids = set(conn.execute(select(table.c.unique_id).where(where)).scalars())
+        if kind == "DocumentEntry":
+            removed.content_keys = set(
+                conn.execute(select(table.c.content_sha256).where(where)).scalars()
+            ) - {None}
         conn.execute(delete(table).where(where))
         removed.counts[kind] = len(entries)
         if kind == "DocumentEntry":

@@ -3,6 +3,7 @@ ITI-18 Registry Stored Query."""
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Collection
 
@@ -13,6 +14,7 @@ from ..call import Call, Reply
 from ..errors import ErrorCode, XdsError, XdsFailure
 from ..metadata import vocabulary as v
 from ..metadata.ebrim import adhoc_query_response, object_ref, parse_submission, registry_response
+from ..metadata.model import Submission
 from ..metadata.validation import validate_submission
 from ..metadata.xsd import payload_errors
 from ..namespaces import LCM, QUERY
@@ -20,14 +22,21 @@ from ..patients.gate import RecordGate, Rules, refusal, require
 from ..policy import patient as patient_policy
 from ..policy import purge as purge_policy
 from ..policy.access import Search
+from ..policy.facts import confidentiality_of
 from ..policy.updates import UnsupportedChange, metadata_operations, status_operation
+from ..repository.maintenance import Removal, remove_if_unreferenced
+from ..repository.store import DocumentStore
 from ..soap.envelope import splice_point
 from . import tables as t
 from .queries import Found, parameter_errors, stored_query_for
+from .queries import requested_objects as query_requested
 from .query_params import QueryRequest, read_query_request
 from .register import as_urn, register
 from .remove import read_remove_request, remove_objects
 from .update import UpdatePlan, apply_update, plan_update
+from .update import requested_objects as update_requested
+
+log = logging.getLogger(__name__)
 
 
 def expect(
@@ -71,10 +80,12 @@ class RegistryService:
         *,
         max_query_results: int,
         rules: Rules,
+        store: DocumentStore,
         purge_authorised: Collection[str] = (),
     ) -> None:
         self.max_query_results = max_query_results
         self.rules = rules  # the DMP's rights and habilitations (patients/gate.py)
+        self.store = store  # ITI-62 deletes the bytes its removal leaves unreferenced
         # ITI-62: who may purge (DMP_XDS_PURGE_AUTHORISED; empty: nobody, policy/purge.py).
         self.purge_authorised = frozenset(purge_authorised)
 
@@ -87,7 +98,7 @@ class RegistryService:
             errors += patient_policy.submission_patient_errors(call.authorised_patient, sub)
             errors += validate_submission(sub, registry_side=True)
             with call.writing() as conn:
-                key = admit_feed(conn, call, self.rules)
+                key = admit_feed(conn, call, self.rules, sub)
                 register(conn, sub, prior_errors=errors, patient_key=key)
                 call.audit_success(conn, [o.id for o in sub.objects()])
             call.log["documents"] = len(sub.documents)
@@ -100,11 +111,15 @@ class RegistryService:
         try:
             expect(call.payload, LCM, "SubmitObjectsRequest")
             sub, errors = parse_submission(call.payload)
+            call.audit_objects = update_requested(sub)  # what a refusal's event names
             errors += patient_policy.submission_patient_errors(call.authorised_patient, sub)
             errors += validate_submission(sub, registry_side=True, update=True)
             with call.writing() as conn:
-                plan = plan_update(conn, sub, errors)
                 gate = RecordGate.load(conn, call.principal, self.rules)  # type: ignore[arg-type]
+                # The record's gates first, then the documents: one the caller cannot find is
+                # answered as an unknown one (plan_update), the others as the rights say.
+                require(gate.change_record(), "SubmitObjectsRequest", call)
+                plan = plan_update(conn, sub, errors, gate.unknown)
                 denied = change_errors(gate, plan)
                 if denied:
                     call.log["refused"] = denied[0].message
@@ -117,12 +132,17 @@ class RegistryService:
             return Reply(registry_response(failure.errors))
 
     def remove(self, call: Call) -> Reply:
-        """ITI-62: erase the listed objects of the VIHF's patient (registry/remove.py).
+        """ITI-62: erase the listed objects of the VIHF's patient (registry/remove.py), which
+        must be deleted documents (and what goes with them), then their bytes.
 
         Authorisation comes first, before the request is even read: by default nobody may
         purge, and a refused caller learns nothing about the ids it sent. The refusal is an
         XDS error, not a SOAP fault: the caller is authenticated (faults are for that), and a
         RegistryResponse Failure is what ITI-62 clients read, report and do not retry blindly.
+
+        The bytes go after the commit, as ``dmp-xds purge`` does it: those no other entry
+        references, under the content lock (a failure there leaves them to ``dmp-xds gc``,
+        never metadata without its document).
         """
         try:
             decision = purge_policy.may_purge(call.principal, self.purge_authorised)
@@ -143,9 +163,21 @@ class RegistryService:
                 removed = remove_objects(conn, call.authorised_patient, ids)
                 call.audit_success(conn, removed.entry_uuids + removed.document_unique_ids)
             call.log["removed"] = removed.counts
+            call.log["bytes_removed"] = self._remove_bytes(conn, removed.content_keys)
             return Reply(registry_response())
         except XdsFailure as failure:
             return Reply(registry_response(failure.errors))
+
+    def _remove_bytes(self, conn: Connection, keys: Collection[str]) -> int:
+        """After an ITI-62 commit: delete the bytes no entry references any more; how many
+        were. The removal stands whatever happens here, so a failure is logged, not raised."""
+        done = 0
+        for key in sorted(keys):
+            try:
+                done += remove_if_unreferenced(conn, self.store, key) is Removal.REMOVED
+            except Exception:
+                log.exception("document bytes left for dmp-xds gc", extra={"sha256": key})
+        return done
 
     def stored_query(self, call: Call) -> Reply:
         """ITI-18: run one stored query and answer ObjectRefs or LeafClass objects."""
@@ -155,6 +187,7 @@ class RegistryService:
             if errors or req is None:
                 raise XdsFailure(errors)
             call.log["query"] = req.query_id
+            call.audit_objects = query_requested(req)  # what a refusal's event names
             problems = parameter_errors(req)  # the request's own errors come first
             # Find*/GetAll must name the VIHF's patient (policy/patient.py).
             mismatch = patient_policy.query_errors(call.authorised_patient, req.params)
@@ -193,14 +226,23 @@ class RegistryService:
             return Reply(adhoc_query_response((), failure.errors))
 
 
-def admit_feed(conn: Connection, call: Call, rules: Rules) -> int:
-    """ITI-41/42: the VIHF's patient has an open record this caller may feed (TD2.1); return
-    the patient's registry key, which the gate has read."""
+def admit_feed(conn: Connection, call: Call, rules: Rules, sub: Submission) -> int:
+    """ITI-41/42: the VIHF's patient has an open record this caller may feed (TD2.1), with
+    these documents (the patient's side adds patient-contributed ones only); return the
+    patient's registry key, which the gate has read."""
     principal = call.principal
     if principal is None:
         raise XdsFailure(XdsError(ErrorCode.DMP_ACCESS_DENIED, "no VIHF", "SubmitObjectsRequest"))
     gate = RecordGate.load(conn, principal, rules)
     require(gate.feed(), "SubmitObjectsRequest", call)
+    refused = [
+        refusal(decision, doc.label)
+        for doc in sub.documents
+        if not (decision := gate.contribute(doc))
+    ]
+    if refused:
+        call.log["refused"] = refused[0].message
+        raise XdsFailure(refused)
     assert gate.patient_key is not None  # a record exists, or feed() refused
     return gate.patient_key
 
@@ -247,7 +289,7 @@ def change_errors(gate: RecordGate, plan: UpdatePlan) -> list[XdsError]:
         try:
             operations = metadata_operations(
                 gate.document(new.previous).confidentiality,
-                (c.code for c in new.doc.confidentiality_codes),
+                confidentiality_of(c.key for c in new.doc.confidentiality_codes),
             )
         except UnsupportedChange as exc:
             errors.append(XdsError(ErrorCode.METADATA_UPDATE_OPERATION, str(exc), new.doc.label))

@@ -17,6 +17,7 @@ ITI-42 would. All errors are reported at once; nothing is written unless everyth
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, Row, select, update
@@ -26,7 +27,7 @@ from ..metadata import vocabulary as v
 from ..metadata.ebrim import slot_values
 from ..metadata.model import Association, DocumentEntry, Submission
 from . import tables as t
-from .queries import DOCUMENT_FACT_COLUMNS
+from .queries import DOCUMENT_FACT_COLUMNS, document_facts
 from .register import (
     Existing,
     as_uuid,
@@ -73,8 +74,28 @@ class UpdatePlan:
     changes: list[StatusChange]
 
 
-def plan_update(conn: Connection, sub: Submission, prior_errors: list[XdsError]) -> UpdatePlan:
-    """Check one ITI-57 request inside ``conn``'s transaction; raise every error at once."""
+def requested_objects(sub: Submission) -> list[str]:
+    """What an ITI-57 request names of the registry, for the trail of a refused or failed
+    one: the logical ids and uniqueIds of its new versions, and the ends of its associations
+    that are not in the request (the targets of its status updates)."""
+    local = {o.id for o in sub.objects()}
+    named = [x for doc in sub.documents for x in (doc.lid, doc.unique_id) if x]
+    named += [end for a in sub.associations for end in (a.source, a.target) if end not in local]
+    return list(dict.fromkeys(named))
+
+
+def plan_update(
+    conn: Connection,
+    sub: Submission,
+    prior_errors: list[XdsError],
+    hidden: Callable[[Row], bool] | None = None,
+) -> UpdatePlan:
+    """Check one ITI-57 request inside ``conn``'s transaction; raise every error at once.
+
+    ``hidden`` (the access gate's) says which DocumentEntries, by their
+    :data:`DOCUMENT_FACT_COLUMNS` row, the caller cannot find: a version or status change
+    naming one is answered exactly as one naming an unknown document, before any other
+    check could tell them apart (its version, its status)."""
     errors = list(prior_errors)
     key = submission_patient_key(conn, sub, errors)
     ss = sub.submission_sets[0] if sub.submission_sets else None
@@ -86,8 +107,8 @@ def plan_update(conn: Connection, sub: Submission, prior_errors: list[XdsError])
         associations=[a for a in sub.associations if a.type != v.UPDATE_AVAILABILITY_STATUS],
     )
     errors += check_unique_ids(conn, others)
-    existing = check_references(conn, sub, key, errors)
-    versions = _new_versions(conn, key, sub, errors)
+    existing = check_references(conn, sub, key, errors, hidden)
+    versions = _new_versions(conn, key, sub, errors, hidden)
     changes = _status_changes(sub, existing, errors)
     if errors:
         raise XdsFailure(errors)
@@ -118,24 +139,19 @@ def apply_update(conn: Connection, plan: UpdatePlan) -> None:
 
 def _read_targets(conn: Connection, key: int, changes: list[StatusChange]) -> None:
     """The facts of the DocumentEntries whose status changes (one query)."""
-    wanted = [as_uuid(c.assoc.target) for c in changes if c.kind == "DocumentEntry"]
-    if not wanted:
-        return
-    de = t.document_entry
-    rows = {
-        r.entry_uuid: r
-        for r in conn.execute(
-            select(de.c.entry_uuid, *DOCUMENT_FACT_COLUMNS).where(
-                de.c.patient_key == key, de.c.entry_uuid.in_(wanted)
-            )
-        )
-    }
+    rows = document_facts(
+        conn, key, [as_uuid(c.assoc.target) for c in changes if c.kind == "DocumentEntry"]
+    )
     for change in changes:
         change.target = rows.get(as_uuid(change.assoc.target))
 
 
 def _new_versions(
-    conn: Connection, key: int, sub: Submission, errors: list[XdsError]
+    conn: Connection,
+    key: int,
+    sub: Submission,
+    errors: list[XdsError],
+    hidden: Callable[[Row], bool] | None,
 ) -> list[NewVersion]:
     ss = sub.submission_sets[0]
     links = {a.target: a for a in sub.associations if a.type == v.HAS_MEMBER and a.source == ss.id}
@@ -183,7 +199,7 @@ def _new_versions(
             .order_by(de.c.version.desc())
             .limit(1)
         ).one_or_none()
-        if latest is None:
+        if latest is None or (hidden is not None and hidden(latest)):
             errors.append(
                 XdsError(
                     ErrorCode.METADATA_VERSION,

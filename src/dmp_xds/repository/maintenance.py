@@ -189,13 +189,14 @@ class Removal(enum.StrEnum):
     ABSENT = "absent"  # nothing stored under that key
 
 
-def remove_if_unreferenced(engine: Engine, store: DocumentStore, key: str) -> Removal:
-    """Delete ``key``'s bytes under its exclusive lock, after a last look at the registry.
+def remove_if_unreferenced(conn: Connection, store: DocumentStore, key: str) -> Removal:
+    """Delete ``key``'s bytes under its exclusive lock, after a last look at the registry, in
+    a short transaction of its own on ``conn`` (which must have none open).
 
-    The one way bytes leave the store (``dmp-xds gc`` and ``dmp-xds purge``), so that both
-    keep the content lock's promise to submissions (:mod:`.content_lock`).
+    The one way bytes leave the store (``dmp-xds gc``, ``dmp-xds purge`` and ITI-62), so that
+    all keep the content lock's promise to submissions (:mod:`.content_lock`).
     """
-    with engine.begin() as conn:
+    with conn.begin():
         if not try_hold_for_removal(conn, key):
             return Removal.BUSY
         if _is_referenced(conn, key):
@@ -206,7 +207,8 @@ def remove_if_unreferenced(engine: Engine, store: DocumentStore, key: str) -> Re
 def _remove(engine: Engine, store: DocumentStore, blob: BlobInfo, report: GcReport) -> None:
     """Delete one candidate under its exclusive lock, after a last look at the registry."""
     try:
-        outcome = remove_if_unreferenced(engine, store, blob.key)
+        with engine.connect() as conn:
+            outcome = remove_if_unreferenced(conn, store, blob.key)
     except Exception:  # one unremovable blob must not stop the collection
         log.exception("could not collect document bytes", extra={"sha256": blob.key})
         report.failed.append(blob.key)

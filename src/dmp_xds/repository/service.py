@@ -158,7 +158,7 @@ class RepositoryService:
             errors += validate_submission(sub, registry_side=False)
             call.log["documents"] = len(sub.documents)
             with call.writing() as conn:
-                key = admit_feed(conn, call, self.rules)
+                key = admit_feed(conn, call, self.rules, sub)
                 checked = check(conn, sub, errors, patient_key=key)
                 keys = {}
                 # Keeps `dmp-xds gc` off these bytes until the entries referencing them commit.
@@ -185,6 +185,11 @@ class RepositoryService:
             response.append(registry_response(failure.errors))
             return Reply(response, force_mtom=True)
         requests = list(call.payload.iterchildren(_X + "DocumentRequest"))
+        # The trail names what was asked for until something is served (a refused or failed
+        # retrieve still says what it wanted).
+        call.audit_objects = [
+            (req.findtext(_X + "DocumentUniqueId") or "").strip() for req in requests
+        ]
         if not requests:
             errors.append(
                 XdsError(ErrorCode.REPOSITORY_ERROR, "no DocumentRequest", "DocumentRequest")
@@ -247,7 +252,8 @@ class RepositoryService:
         response.append(registry_response(errors, status=status))
         response.extend(documents)
         call.log["documents"] = len(parts)
-        call.audit_objects = [d.findtext(_X + "DocumentUniqueId") or "" for d in documents]
+        if documents:
+            call.audit_objects = [d.findtext(_X + "DocumentUniqueId") or "" for d in documents]
         return Reply(response, parts, force_mtom=True)
 
     def _reader(self, conn: Connection, call: Call, response: etree._Element) -> RecordGate | None:

@@ -12,6 +12,9 @@ Order, cheapest and least trusting first:
    - DIRECTE: the professional's card certificate must be on the TLS connection (our own TLS
      listener, or forwarded by a trusted proxy), chain to the trust store, and name the same
      professional (CN = the assertion's NameID); a signature, when present, is verified too;
+   a patient role (HL7 ``PAT``, or ``GUARD`` for a legal representative) is vouched for by
+   a patient portal the server trusts only, in INDIRECTE mode, and ``PAT`` names the patient
+   themself;
 4. the validity window: IssueInstant, Conditions NotBefore/NotOnOrAfter and a maximum age,
    each with the configured clock skew;
 5. the software's homologation number is on the configured list;
@@ -41,7 +44,7 @@ from ..config import Settings
 from ..namespaces import WSU
 from ..soap.envelope import SoapRequest
 from .faults import failed, invalid
-from .principal import AuthenticationMode, CertificateIdentity, Principal
+from .principal import AuthenticationMode, CertificateIdentity, PatientRole, Principal
 from .replay import ReplayCache
 from .signature import AlgorithmPolicy, check_structure, locate, verify
 from .trust import (
@@ -79,6 +82,7 @@ class SecurityPolicy:
     max_assertion_age: dt.timedelta
     trusted_proxies: tuple[Network, ...] = ()
     client_cert_header: str = "X-SSL-Client-Cert"
+    patient_portals: frozenset[str] = frozenset()  # DMP_XDS_PATIENT_PORTALS
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SecurityPolicy:
@@ -89,6 +93,7 @@ class SecurityPolicy:
             max_assertion_age=dt.timedelta(seconds=settings.assertion_max_age_s),
             trusted_proxies=parse_networks(settings.trusted_proxies),
             client_cert_header=settings.client_cert_header,
+            patient_portals=frozenset(settings.patient_portals),
         )
 
     @property
@@ -170,6 +175,7 @@ class Authenticator:
         if mode is AuthenticationMode.DIRECTE:
             cert = self._client_certificate(environ, forwarded)
             principal = replace(principal, tls_client=self._direct(principal, cert, now))
+        _check_patient_role(principal, self.policy.patient_portals)
         expires = self._window(vihf, now)
         principal = replace(principal, expires=expires)
         homologation = principal.software.homologation
@@ -274,6 +280,39 @@ def _check_structure_binding(structure_id: str, signer: x509.Certificate) -> Non
             "structure",
             "Identifiant_Structure is not the structure of the certificate that signed the VIHF "
             "(its OU)",
+        )
+
+
+def _check_patient_role(principal: Principal, portals: frozenset[str]) -> None:
+    """A VIHF that acts for the patient (:attr:`Principal.patient_role`) must come from a
+    patient portal of the hosting operator (``DMP_XDS_PATIENT_PORTALS``), signed by it in
+    plain INDIRECTE mode: the portal authenticated the person, and vouches for it the way an
+    institution vouches for its professionals. A patient (``PAT``) can only be the patient of
+    the record (the NameID is the resource-id's identifier); a legal representative is named
+    by the portal.
+
+    Refused here, as a failed authentication, rather than by access policy: the signer is not
+    one the server trusts to say that a patient is calling, so no Principal may claim it, and
+    policy may take a patient Principal as proven.
+    """
+    role = principal.patient_role
+    if role is None:
+        return
+    if principal.authentication_mode is not AuthenticationMode.INDIRECTE:
+        raise failed(
+            "patient_role",
+            f"role {role.value} is only accepted in INDIRECTE mode, from a patient portal",
+        )
+    if principal.structure_id not in portals:
+        raise failed(
+            "patient_role",
+            f"role {role.value} is only accepted from a patient portal this server trusts "
+            "(DMP_XDS_PATIENT_PORTALS); Identifiant_Structure is not one",
+        )
+    if role is PatientRole.PATIENT and principal.name_id != principal.patient.id:
+        raise failed(
+            "patient_role",
+            "a patient's VIHF must name the patient of the resource-id as its Subject NameID",
         )
 
 

@@ -26,7 +26,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     vihf.add_argument("directory", type=Path)
     vihf.add_argument("--patient", required=True, help="patient CX: matricule^^^&OID&ISO")
-    vihf.add_argument("--professional", default="medecin", help="medecin, infirmier or sage-femme")
+    vihf.add_argument(
+        "--professional",
+        default="medecin",
+        help="medecin, infirmier, sage-femme..., or patient / representant (the portal's VIHF)",
+    )
     vihf.add_argument("--access-mode", default="normal", help="normal, bris_de_glace, centre_15")
     vihf.set_defaults(func=cmd_vihf)
 
@@ -53,6 +57,7 @@ def with_test_pki(settings: Settings, directory: Path | None) -> Settings:
         trust_store=settings.trust_store or pki.trust_dir,
         crl_path=settings.crl_path or pki.crl_dir,
         homologated_software=settings.homologated_software or (pki.homologation,),
+        patient_portals=settings.patient_portals or ((pki.portal_id,) if pki.portal else ()),
     )
 
 
@@ -80,6 +85,10 @@ def cmd_init(settings: Settings, args: argparse.Namespace) -> int:
     print(f"test PKI written to {pki.directory}")
     print(f"  CA: {pki.ca.cert.subject.rfc4514_string()}")
     print(f"  institution (signs VIHFs): {pki.institution.cert.subject.rfc4514_string()}")
+    if pki.portal is not None:
+        print(
+            f"  patient portal (signs patients' VIHFs): {pki.portal.cert.subject.rfc4514_string()}"
+        )
     for handle, issued in pki.professionals.items():
         print(f"  {handle}: {issued.cert.subject.rfc4514_string()}")
     print("serve with it:  dmp-xds serve --pki " + str(pki.directory))

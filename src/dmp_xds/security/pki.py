@@ -32,6 +32,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from .principal import (
+    PROFESSION_SYSTEM,
+    ROLE_CLASS_SYSTEM,
+    ROLE_CODE_SYSTEM,
+    SPECIALTY_SYSTEM,
+    PatientRole,
+)
+
 if TYPE_CHECKING:
     from ..client.vihf import SigningCredentials, VihfClaims, VihfHeaders
 
@@ -40,6 +48,13 @@ PRIVATE_FILE_MODE = 0o600
 # pointed at the test PKI through ``dmp-xds serve --pki``).
 TEST_HOMOLOGATION = "DMP-XDS-TEST-0001"
 TEST_STRUCTURE_ID = "10B0999991"  # 1 (FINESS) + a made-up FINESS number
+# The hosting operator's patient portal: signs the VIHFs of patients and their legal
+# representatives (security/authenticate.py trusts it when DMP_XDS_PATIENT_PORTALS names it).
+TEST_PORTAL_ID = "10B0999992"
+# Handles of vihf_claims() that act for the patient through the portal, not as professionals.
+PATIENT = "patient"
+REPRESENTATIVE = "representant"
+TEST_REPRESENTATIVE_ID = f"{TEST_PORTAL_ID}/RL-0001"  # the portal's id of a legal guardian
 TEST_ACTIVITY_SECTOR = "SA07^1.2.250.1.71.4.2.4"
 
 
@@ -251,9 +266,6 @@ class Professional:
         return f"{self.family_name} {self.given_name}"
 
 
-PROFESSION_SYSTEM = "1.2.250.1.71.1.2.7"
-SPECIALTY_SYSTEM = "1.2.250.1.71.4.2.5"
-
 PROFESSIONALS = (
     Professional(
         "medecin",
@@ -282,6 +294,15 @@ PROFESSIONALS = (
         "LUCIE",
         ("50", PROFESSION_SYSTEM, "Sage-Femme"),
     ),
+    # A physician whose specialty is occupational medicine: the médecin du travail column.
+    Professional(
+        "medecin-travail",
+        "899900000052",
+        "TRAVAIL",
+        "MARC",
+        ("10", PROFESSION_SYSTEM, "Médecin"),
+        ("SM25", SPECIALTY_SYSTEM, "Médecine du travail (SM)"),
+    ),
 )
 
 
@@ -290,9 +311,10 @@ class TestPki:
     """A test PKI loaded from (or just written to) ``directory``.
 
     Files: ``trust/ca.pem`` (the trust store folder), ``ca.key``, ``crl/ca.crl`` (empty),
-    ``institution.pem/.key`` (signs VIHFs in indirect mode), ``server.pem/.key`` (TLS server
-    for localhost), ``professionals/<key>.pem/.key`` (card-like certificates for direct mode)
-    and ``pki.json`` (what the VIHF builder needs to know about each identity).
+    ``institution.pem/.key`` (signs VIHFs in indirect mode), ``portal.pem/.key`` (the patient
+    portal's, signs patients' VIHFs), ``server.pem/.key`` (TLS server for localhost),
+    ``professionals/<key>.pem/.key`` (card-like certificates for direct mode) and
+    ``pki.json`` (what the VIHF builder needs to know about each identity).
     """
 
     __test__ = False  # not a pytest test class, despite its name
@@ -305,6 +327,8 @@ class TestPki:
     structure_id: str = TEST_STRUCTURE_ID
     activity_sector: str = TEST_ACTIVITY_SECTOR
     homologation: str = TEST_HOMOLOGATION
+    portal: Issued | None = None  # None: a PKI written before portals existed
+    portal_id: str = TEST_PORTAL_ID
 
     @property
     def trust_dir(self) -> Path:
@@ -319,8 +343,9 @@ class TestPki:
         return self.trust_dir / "ca.pem"
 
     def cert_file(self, handle: str) -> Path:
-        """``institution``, ``server`` or a professional's key -> its certificate file."""
-        if handle in ("institution", "server"):
+        """``institution``, ``portal``, ``server`` or a professional's key -> its certificate
+        file."""
+        if handle in ("institution", "portal", "server"):
             return self.directory / f"{handle}.pem"
         return self.directory / "professionals" / f"{handle}.pem"
 
@@ -330,11 +355,21 @@ class TestPki:
     def professional(self, handle: str) -> Professional:
         return next(p for p in PROFESSIONALS if p.key == handle)
 
+    def issued(self, handle: str) -> Issued:
+        """The certificate and key of ``institution``, ``portal`` or a professional."""
+        if handle == "institution":
+            return self.institution
+        if handle == "portal":
+            if self.portal is None:
+                raise ValueError(f"the test PKI in {self.directory} has no portal: re-run init")
+            return self.portal
+        return self.professionals[handle]
+
     def credentials(self, handle: str = "institution") -> SigningCredentials:
         """Key and certificate of ``handle`` for signing a VIHF."""
         from ..client.vihf import SigningCredentials
 
-        issued = self.institution if handle == "institution" else self.professionals[handle]
+        issued = self.issued(handle)
         return SigningCredentials(issued.key_pem, (issued.cert_pem,))
 
     def vihf_claims(
@@ -342,9 +377,28 @@ class TestPki:
     ) -> VihfClaims:
         """What a VIHF of this PKI says for ``professional`` acting for ``patient_id``: in
         indirect mode the institution issues it, in direct mode (``authentication_mode=
-        "DIRECTE"``) the professional's card does."""
+        "DIRECTE"``) the professional's card does. ``patient`` and ``representant`` act for
+        the patient (HL7 roles PAT and GUARD), in a VIHF the patient portal issues."""
         from ..client.vihf import VihfClaims
 
+        if professional in (PATIENT, REPRESENTATIVE):
+            patient = professional == PATIENT
+            role = (
+                (PatientRole.PATIENT.value, ROLE_CLASS_SYSTEM, "Patient")
+                if patient
+                else (PatientRole.LEGAL_REPRESENTATIVE.value, ROLE_CODE_SYSTEM, "Guardian")
+            )
+            return VihfClaims(
+                patient_id=patient_id,
+                name_id=patient_id.split("^", 1)[0] if patient else TEST_REPRESENTATIVE_ID,
+                subject_name="PATIENT TEST" if patient else "REPRESENTANT TEST",
+                roles=(role,),
+                structure_id=self.portal_id,
+                activity_sector=self.activity_sector,
+                homologation=self.homologation,
+                issuer=self.issued("portal").cert.subject.rfc4514_string(),
+                authentication_mode="INDIRECTE",
+            ).with_(**changes)
         pro = self.professional(professional)
         direct = changes.get("authentication_mode") == "DIRECTE"
         issuer = self.professionals[professional] if direct else self.institution
@@ -365,14 +419,18 @@ class TestPki:
         patient_id: str,
         professional: str = "medecin",
         *,
-        signer: str | None = "institution",
+        signer: str | None = "issuer",
         algorithm: str = "rsa-sha256",
         **changes: Any,
     ) -> VihfHeaders:
         """An ``XdsClient`` header factory: a fresh VIHF per call, signed by ``signer``
-        (``institution``, a professional's handle, or None for an unsigned one)."""
+        (``institution``, ``portal``, a professional's handle, None for an unsigned one, or
+        by default whoever issues that identity's VIHFs: the portal for the patient and the
+        representative, the institution for professionals)."""
         from ..client.vihf import VihfHeaders
 
+        if signer == "issuer":
+            signer = "portal" if professional in (PATIENT, REPRESENTATIVE) else "institution"
         return VihfHeaders(
             self.vihf_claims(patient_id, professional, **changes),
             self.credentials(signer) if signer else None,
@@ -385,6 +443,7 @@ class TestPki:
             "DMP_XDS_TRUST_STORE": str(self.trust_dir),
             "DMP_XDS_CRL_DIR": str(self.crl_dir),
             "DMP_XDS_HOMOLOGATED_SOFTWARE": self.homologation,
+            "DMP_XDS_PATIENT_PORTALS": self.portal_id,
         }
 
     def tls_env(self) -> dict[str, str]:
@@ -420,6 +479,11 @@ def init_test_pki(directory: Path) -> TestPki:
         name(C="FR", O="CENTRE DE SANTE DE TEST", OU=TEST_STRUCTURE_ID, CN="VIHF SIGN TEST"),
         usage=SIGNING,
     )
+    portal = issue(
+        ca,
+        name(C="FR", O="PORTAIL PATIENT DE TEST", OU=TEST_PORTAL_ID, CN="VIHF SIGN PORTAL TEST"),
+        usage=SIGNING,
+    )
     server = issue(
         ca,
         name(C="FR", O="DMP-XDS TEST", CN="localhost"),
@@ -428,7 +492,7 @@ def init_test_pki(directory: Path) -> TestPki:
         dns_names=["localhost"],
         ip_addresses=["127.0.0.1", "::1"],
     )
-    pki = TestPki(directory, ca, institution, server)
+    pki = TestPki(directory, ca, institution, server, portal=portal)
     for pro in PROFESSIONALS:
         subject = x509.Name(
             [
@@ -461,6 +525,7 @@ def init_test_pki(directory: Path) -> TestPki:
         ),
     )
     _save(pki, "institution", institution)
+    _save(pki, "portal", portal)
     _save(pki, "server", server)
     for handle, issued in pki.professionals.items():
         _save(pki, handle, issued)
@@ -468,6 +533,7 @@ def init_test_pki(directory: Path) -> TestPki:
         "structure_id": pki.structure_id,
         "activity_sector": pki.activity_sector,
         "homologation": pki.homologation,
+        "portal_id": pki.portal_id,
         "professionals": [p.key for p in PROFESSIONALS],
     }
     _write(directory / "pki.json", json.dumps(manifest, indent=2).encode())
@@ -495,6 +561,9 @@ def load_test_pki(directory: Path) -> TestPki:
         activity_sector=manifest["activity_sector"],
         homologation=manifest["homologation"],
     )
+    if "portal_id" in manifest:
+        pki.portal_id = manifest["portal_id"]
+        pki.portal = _load(pki.cert_file("portal"), pki.key_file("portal"))
     for handle in manifest["professionals"]:
         pki.professionals[handle] = _load(pki.cert_file(handle), pki.key_file(handle))
     return pki

@@ -40,8 +40,25 @@ EMERGENCY_MODES = frozenset({AccessMode.BRIS_DE_GLACE, AccessMode.CENTRE_15})
 
 ACCESS_MODE_SYSTEM = "1.2.250.1.213.1.1.4.248"
 PROFESSION_SYSTEM = "1.2.250.1.71.1.2.7"  # TRE_G15 ProfessionSante
+SPECIALTY_SYSTEM = "1.2.250.1.71.4.2.5"  # TRE_R01 EnsembleSavoirFaire (the second role)
 # Professions whose VIHF must also carry a specialty (savoir-faire): médecin, pharmacien.
 PROFESSIONS_WITH_SPECIALTY = frozenset({"10", "21"})
+ROLE_CLASS_SYSTEM = "2.16.840.1.113883.5.110"  # HL7 RoleClass (PAT: the patient)
+ROLE_CODE_SYSTEM = "2.16.840.1.113883.5.111"  # HL7 RoleCode (GUARD: a legal guardian)
+
+
+class PatientRole(StrEnum):
+    """A VIHF whose first role is one of these acts for the patient, not as a professional
+    (only from a patient portal the server trusts: :mod:`.authenticate`)."""
+
+    PATIENT = "PAT"  # the patient, in HL7 RoleClass
+    LEGAL_REPRESENTATIVE = "GUARD"  # a legal representative, in HL7 RoleCode
+
+
+_PATIENT_ROLES = {
+    (PatientRole.PATIENT.value, ROLE_CLASS_SYSTEM): PatientRole.PATIENT,
+    (PatientRole.LEGAL_REPRESENTATIVE.value, ROLE_CODE_SYSTEM): PatientRole.LEGAL_REPRESENTATIVE,
+}
 
 # IdNat type prefixes (first character of a national identifier).
 _ID_KINDS = {
@@ -82,7 +99,9 @@ class CertificateIdentity:
 @dataclass(frozen=True, slots=True)
 class Principal:
     assertion_id: str
-    name_id: str  # Subject/NameID: the professional's IdNat, or a structure-local id
+    # Subject/NameID: the professional's IdNat, or a structure-local id; for a patient, the
+    # patient's own identifier, for a legal representative the portal's id of that person.
+    name_id: str
     subject_name: str | None  # urn:oasis:names:tc:xspa:1.0:subject:subject-id
     roles: tuple[CodedValue, ...]  # profession first, then specialty / role codes
     structure_id: str  # Identifiant_Structure
@@ -109,6 +128,11 @@ class Principal:
     @property
     def specialty(self) -> CodedValue | None:
         return self.roles[1] if len(self.roles) > 1 else None
+
+    @property
+    def patient_role(self) -> PatientRole | None:
+        """The patient or a legal representative, when the first role says so."""
+        return _PATIENT_ROLES.get((self.profession.code, self.profession.system))
 
     @property
     def emergency(self) -> bool:
