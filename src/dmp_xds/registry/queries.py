@@ -12,15 +12,14 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, Table, exists, func, literal, or_, select
+from sqlalchemy import Connection, Table, bindparam, exists, func, literal, or_, select
 from sqlalchemy.sql.elements import ColumnElement
 
 from ..errors import ErrorCode, XdsError, XdsFailure
 from ..metadata import vocabulary as v
-from ..metadata.datatypes import dtm_key
+from ..metadata.datatypes import dtm_key, parse_patient_id
 from . import tables as t
 from .query_params import Param, QueryRequest, alternatives, and_groups, check_params, single
-from .register import patient_key
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +53,19 @@ def _too_many(n: int, limit: int) -> None:
                 "AdhocQuery",
             )
         )
+
+
+def patient_key(conn: Connection, patient_id: str) -> int | None:
+    """The registry key of a patient id (any CX form of it), None when unknown; raises
+    ValueError for a malformed id."""
+    canonical = parse_patient_id(patient_id).canonical
+    return conn.execute(_PATIENT_KEY, {"patient_id": canonical}).scalar_one_or_none()
+
+
+# Built once: every call of every transaction looks a patient up.
+_PATIENT_KEY = select(t.patient.c.patient_key).where(
+    t.patient.c.patient_id == bindparam("patient_id")
+)
 
 
 def _patient_key(conn: Connection, req: QueryRequest, name: str) -> int | None:

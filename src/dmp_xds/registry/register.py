@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lxml import etree
-from sqlalchemy import Connection, and_, bindparam, or_, select, update
+from sqlalchemy import Connection, and_, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
 
@@ -26,7 +26,7 @@ from ..metadata.ebrim import rim, set_slot
 from ..metadata.model import Association, DocumentEntry, Folder, Submission, SubmissionSet
 from . import patient_lock
 from . import tables as t
-from .queries import document_facts
+from .queries import document_facts, patient_key
 
 
 def as_uuid(entry_uuid: str) -> uuid.UUID:
@@ -45,19 +45,6 @@ def fragment(element: etree._Element) -> str:
     finally:
         if status is not None:
             element.set("status", status)
-
-
-def patient_key(conn: Connection, patient_id: str) -> int | None:
-    """The registry key of a patient id (any CX form of it), None when unknown; raises
-    ValueError for a malformed id."""
-    canonical = parse_patient_id(patient_id).canonical
-    return conn.execute(_PATIENT_KEY, {"patient_id": canonical}).scalar_one_or_none()
-
-
-# Built once: every call of every transaction looks a patient up.
-_PATIENT_KEY = select(t.patient.c.patient_key).where(
-    t.patient.c.patient_id == bindparam("patient_id")
-)
 
 
 def create_patient(conn: Connection, patient_id: str) -> tuple[int, bool]:
