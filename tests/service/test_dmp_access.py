@@ -39,7 +39,9 @@ from tests.fixtures.metadata import (
     INVISIBLE_TO_GUARDIANS,
     INVISIBLE_TO_PATIENT,
     MASKED,
+    RPLC,
     Doc,
+    association,
     new_patient_id,
     submit_objects_request,
 )
@@ -469,6 +471,41 @@ def test_changes_to_documents_one_cannot_find(
         assert _unknown_answer(answer, entry.get("id")) == unknown_status
     # the author's own document, masked or not, is the author's to change as ever
     assert [h.get("status") for h in versions(author, dossier.masked)] == [v.APPROVED]
+
+
+def _replace(client: XdsClient, dossier: Dossier, target: str) -> tuple[Doc, object]:
+    """ITI-41 of a new document that replaces (RPLC) the entry ``target``."""
+    new = Doc(b"a replacement")
+    result = client.provide_and_register(
+        submit_objects_request(
+            dossier.patient_id, [new], extra_objects=association("rplc", RPLC, "Document01", target)
+        ),
+        {"Document01": new.content},
+    )
+    return new, result
+
+
+def test_replacing_a_document_one_cannot_find(
+    client_for, dossier: Dossier, engine: Engine, server
+) -> None:
+    """A replacement deprecates the document it names: naming one the caller could not find
+    (masked from them, or on a record they are not authorised on) is answered exactly as an
+    id that exists nowhere, and leaves the document as it was; its author replaces it."""
+    author, nurse, stranger = (
+        as_(client_for, dossier, w) for w in ("medecin", "infirmier", "sage-femme")
+    )
+    masked, plain = (versions(author, d)[-1].get("id") for d in (dossier.masked, dossier.plain))
+    nowhere = f"urn:uuid:{uuid.uuid4()}"
+    unknown = _unknown_answer(_replace(nurse, dossier, nowhere)[1], nowhere)
+    assert unknown[0] == "UnresolvedReferenceException"
+    before = snapshot(engine, server.store_dir)
+    for client, target in ((nurse, masked), (stranger, plain)):
+        assert _unknown_answer(_replace(client, dossier, target)[1], target) == unknown
+    assert snapshot(engine, server.store_dir) == before
+    new, replaced = _replace(author, dossier, masked)
+    assert replaced.status == "Success", replaced.errors
+    assert [h.get("status") for h in versions(author, dossier.masked)] == [v.DEPRECATED]
+    assert new.unique_id in found(author, dossier.patient_id)
 
 
 def test_dmp_codes_count_only_in_their_code_system(

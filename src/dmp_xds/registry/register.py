@@ -112,17 +112,20 @@ def check(
     prior_errors: Sequence[XdsError] = (),
     *,
     patient_key: int | None = None,
+    hidden: Callable[[Any], bool] | None = None,
 ) -> Checked:
     """The checks that need the registry's state, added to ``prior_errors`` (the metadata
     validation's), so that a submitter gets every problem in one answer. ``patient_key``: the
-    VIHF patient's, when the record gate has read it (see :func:`submission_patient_key`).
+    VIHF patient's, when the record gate has read it (see :func:`submission_patient_key`);
+    ``hidden``: the documents the caller cannot find, which its associations (a replacement,
+    a transform, an addendum, a folder membership) may not name (see :func:`check_references`).
 
     Raises :class:`XdsFailure` when anything is wrong.
     """
     errors = list(prior_errors)
     key = submission_patient_key(conn, sub, errors, patient_key)
     errors += check_unique_ids(conn, sub)
-    existing = check_references(conn, sub, key, errors)
+    existing = check_references(conn, sub, key, errors, hidden)
     if errors or key is None:
         raise XdsFailure(errors)
     return Checked(sub, key, existing)
@@ -175,9 +178,10 @@ def register(
     prior_errors: Sequence[XdsError] = (),
     *,
     patient_key: int | None = None,
+    hidden: Callable[[Any], bool] | None = None,
 ) -> None:
     """ITI-42: check and write in the caller's transaction."""
-    write(conn, check(conn, sub, prior_errors, patient_key=patient_key))
+    write(conn, check(conn, sub, prior_errors, patient_key=patient_key, hidden=hidden))
 
 
 def check_unique_ids(conn: Connection, sub: Submission) -> list[XdsError]:
@@ -259,9 +263,10 @@ def check_references(
 ) -> dict[str, Existing]:
     """Resolve association ends that are not in the submission; report the unusable ones.
 
-    ``hidden`` (ITI-57: the access gate's) says which of the patient's DocumentEntries, by
-    their :data:`.queries.DOCUMENT_FACT_COLUMNS` row, the caller cannot find: those are
-    reported exactly as ids that are not in the registry."""
+    ``hidden`` (the access gate's) says which of the patient's DocumentEntries, by their
+    :data:`.queries.DOCUMENT_FACT_COLUMNS` row, the caller cannot find: those are reported
+    exactly as ids that are not in the registry, so that naming a document (to replace it,
+    say, which deprecates it) neither reaches nor reveals one the caller could not see."""
     local = {o.id for o in sub.objects()}
     new_ids = [as_uuid(o.id) for o in sub.objects() if is_uuid_urn(o.id)]
     clash = (

@@ -98,8 +98,8 @@ class RegistryService:
             errors += patient_policy.submission_patient_errors(call.authorised_patient, sub)
             errors += validate_submission(sub, registry_side=True)
             with call.writing() as conn:
-                key = admit_feed(conn, call, self.rules, sub)
-                register(conn, sub, prior_errors=errors, patient_key=key)
+                gate = admit_feed(conn, call, self.rules, sub)
+                register(conn, sub, errors, patient_key=gate.patient_key, hidden=gate.unknown)
                 call.audit_success(conn, [o.id for o in sub.objects()])
             call.log["documents"] = len(sub.documents)
             return Reply(registry_response())
@@ -226,10 +226,10 @@ class RegistryService:
             return Reply(adhoc_query_response((), failure.errors))
 
 
-def admit_feed(conn: Connection, call: Call, rules: Rules, sub: Submission) -> int:
+def admit_feed(conn: Connection, call: Call, rules: Rules, sub: Submission) -> RecordGate:
     """ITI-41/42: the VIHF's patient has an open record this caller may feed (TD2.1), with
-    these documents (the patient's side adds patient-contributed ones only); return the
-    patient's registry key, which the gate has read."""
+    these documents (the patient's side adds patient-contributed ones only); return the gate,
+    whose patient key and document rules the registry checks go on with."""
     principal = call.principal
     if principal is None:
         raise XdsFailure(XdsError(ErrorCode.DMP_ACCESS_DENIED, "no VIHF", "SubmitObjectsRequest"))
@@ -243,8 +243,7 @@ def admit_feed(conn: Connection, call: Call, rules: Rules, sub: Submission) -> i
     if refused:
         call.log["refused"] = refused[0].message
         raise XdsFailure(refused)
-    assert gate.patient_key is not None  # a record exists, or feed() refused
-    return gate.patient_key
+    return gate
 
 
 def _search_allowed(gate: RecordGate, req: QueryRequest, call: Call) -> Search:

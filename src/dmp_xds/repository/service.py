@@ -158,8 +158,10 @@ class RepositoryService:
             errors += validate_submission(sub, registry_side=False)
             call.log["documents"] = len(sub.documents)
             with call.writing() as conn:
-                key = admit_feed(conn, call, self.rules, sub)
-                checked = check(conn, sub, errors, patient_key=key)
+                gate = admit_feed(conn, call, self.rules, sub)
+                checked = check(
+                    conn, sub, errors, patient_key=gate.patient_key, hidden=gate.unknown
+                )
                 keys = {}
                 # Keeps `dmp-xds gc` off these bytes until the entries referencing them commit.
                 hold_for_write(conn, [part.sha256 for part in contents.values()])
