@@ -112,6 +112,7 @@ class Application:
             self.store,
             repository_unique_id=settings.repository_unique_id,
             rules=rules,
+            store_concurrency=settings.store_concurrency,
         )
         self.endpoints = {
             e.path: e

@@ -253,7 +253,13 @@ def test_full_or_read_only_store_fails_cleanly(database_url, engine, test_pki, t
                 refused = Submission(patient_id, [Doc(os.urandom(3000))])
                 assert _fault_code(refused.send(xds)) == "XDSRepositoryError"
                 assert snapshot(engine, store_dir) == before
-            check_invariants(engine, store_dir, [too_big, fits, refused])
+                # A batch: its documents are written several at once, all fail, and every
+                # write has ended before the request cleans its spool up.
+                batch = Submission(patient_id, [Doc(os.urandom(3000)) for _ in range(12)])
+                assert _fault_code(batch.send(xds)) == "XDSRepositoryError"
+                assert snapshot(engine, store_dir) == before
+                assert not list((store_dir / "tmp").iterdir()), "spooled parts left behind"
+            check_invariants(engine, store_dir, [too_big, fits, refused, batch])
 
             # /ready says so while the store is full, and recovers once space is freed.
             filler = store_dir / "filler"
@@ -264,7 +270,7 @@ def test_full_or_read_only_store_fails_cleanly(database_url, engine, test_pki, t
             filler.unlink()
             assert requests.get(server.url + "/ready", timeout=10).status_code == 200
             metrics = requests.get(server.url + "/metrics", timeout=10).text
-            assert 'dmp_xds_dependency_failures_total{component="store"} 2.0' in metrics
+            assert 'dmp_xds_dependency_failures_total{component="store"} 3.0' in metrics
         finally:
             stop_server(server)
 
