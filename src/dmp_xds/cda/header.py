@@ -34,6 +34,9 @@ millions would otherwise grow a list without bound."""
 _SEP = " "
 _V3 = HL7V3 + _SEP
 _ROOT = _V3 + "ClinicalDocument"
+# Where a walker stops calling Python: a structured body's start, or a non-XML body's ``text``
+# (its first element, whose media type the walkers read).
+_BODY_STARTS = frozenset({("component", "structuredBody"), ("component", "nonXMLBody", "text")})
 
 
 class NotWellFormed(Exception):
@@ -127,11 +130,6 @@ class HeaderWalker:
     def keep_text(self, path: tuple[str, ...], text: str | None) -> None:
         """The text of an element whose path is in ``texts``."""
 
-    def complete(self) -> bool:
-        """Whether everything wanted has been seen: the rest of the document is then only
-        checked for well-formedness (no Python call per element)."""
-        return False
-
     def _detach(self) -> None:
         self.parser.StartElementHandler = None
         self.parser.EndElementHandler = None
@@ -148,7 +146,9 @@ class HeaderWalker:
             self.path.append(name.removeprefix(_V3) if name.startswith(_V3) else "?" + name)
             path = tuple(self.path[1:])
             self.pick(path, attrs)
-            if self.complete():
+            if path in _BODY_STARTS:
+                # The body is the last child of ClinicalDocument (CDA R2 schema): the header
+                # is over, the rest is only checked for well-formedness, by expat alone.
                 self._detach()
             elif path in self.texts:
                 self._text, self._text_len = [], 0
@@ -207,14 +207,6 @@ class _Collector(HeaderWalker):
                 h.body = body
             case ("component", "nonXMLBody", "text") if h.body_media_type is None:
                 h.body_media_type = attrs.get("mediaType") or "text/plain"
-
-    def complete(self) -> bool:
-        # The body is the last child of ClinicalDocument (CDA R2 schema): once it starts,
-        # the header is over; a nonXMLBody's media type is its first element.
-        body = self.header.body
-        return body == "structuredBody" or (
-            body == "nonXMLBody" and self.header.body_media_type is not None
-        )
 
 
 def read_header(path: Path) -> CdaHeader | None:
