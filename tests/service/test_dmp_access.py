@@ -47,7 +47,7 @@ from tests.fixtures.metadata import (
 )
 from tests.fixtures.records import open_record, professional_actor
 from tests.fixtures.security import proxy_session
-from tests.fixtures.updates import new_version, status_update, versions
+from tests.fixtures.updates import new_version, reversion, status_update, versions
 
 UNIQUE_ID_SCHEME = "urn:uuid:2e82c1f6-a085-4c72-9da3-8640a32e42ab"
 DENIED = "DMPAccessDeniedByRightsService"
@@ -363,11 +363,10 @@ def test_an_unauthorised_professional_may_feed(client_for, engine: Engine) -> No
 def change_confidentiality(
     client_for, client: XdsClient, dossier: Dossier, doc: Doc, *more: tuple[str, str, str]
 ):
-    """An ITI-57 new version of ``doc`` whose DMP confidentiality codes are ``more``."""
+    """An ITI-57 new version of ``doc`` whose DMP confidentiality codes are ``more``, the rest of
+    its metadata sent back as stored (as a DMP client does)."""
     history = versions(as_(client_for, dossier, "generaliste"), doc)  # the MT sees them all
-    lid = history[-1].get("lid") or history[0].get("id")
-    update = Doc(doc.content, unique_id=doc.unique_id, more_confidentiality=more)
-    return client.update(new_version(dossier.patient_id, update, lid, previous=str(len(history))))
+    return client.update(reversion(dossier.patient_id, history[-1], len(history), more))
 
 
 def test_masking_and_unmasking(client_for, dossier: Dossier) -> None:
@@ -391,6 +390,33 @@ def test_masking_and_unmasking(client_for, dossier: Dossier) -> None:
     # the masking went through versions: same uniqueId, one approved version at a time
     history = versions(mt, dossier.plain)
     assert [h.get("status") for h in history] == [v.DEPRECATED, v.DEPRECATED, v.APPROVED]
+
+
+def test_a_masking_changes_the_codes_only(
+    client_for, dossier: Dossier, engine: Engine, server
+) -> None:
+    """A professional who may mask another's document (TD3.3a) may not, in the same new
+    version, rewrite the rest of its metadata (here its title and its author): that is a
+    correction, the author's alone. Nothing changes; the author may do both."""
+    author, nurse = as_(client_for, dossier), as_(client_for, dossier, "infirmier")
+    history = versions(author, dossier.plain)
+    rewritten = reversion(dossier.patient_id, history[-1], len(history), (MASKED,))
+    entry = rewritten.find(".//{*}ExtrinsicObject")
+    entry.find("{*}Name/{*}LocalizedString").set("value", "Un autre titre")
+    for slot in entry.iter("{*}Slot"):
+        if slot.get("name") == "authorPerson":
+            slot.find(
+                "{*}ValueList/{*}Value"
+            ).text = "899900000099^AUTRE^AUTEUR^^^^^^&1.2.250.1.71.4.2.1&ISO^D^^^IDNPS"
+    before = snapshot(engine, server.store_dir)
+    assert "author" in refused(nurse.update(rewritten))
+    assert snapshot(engine, server.store_dir) == before
+    masked_only = reversion(dossier.patient_id, history[-1], len(history), (MASKED,))
+    assert nurse.update(masked_only).status == "Success"
+    history = versions(author, dossier.plain)
+    rewritten = reversion(dossier.patient_id, history[-1], len(history), (MASKED,))
+    rewritten.find(".//{*}ExtrinsicObject/{*}Name/{*}LocalizedString").set("value", "Corrigé")
+    assert author.update(rewritten).status == "Success"
 
 
 def test_making_a_document_visible_to_the_patient(client_for, dossier: Dossier) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from dmp_xds.metadata import vocabulary as v
+from dmp_xds.metadata.model import Author, Code, DocumentEntry
 from dmp_xds.policy.access import (
     INVISIBLE_PATIENT,
     INVISIBLE_REPRESENTANTS_LEGAUX,
@@ -27,7 +28,12 @@ from dmp_xds.policy.access import (
     see_document,
 )
 from dmp_xds.policy.habilitations import Habilitations, load_habilitations
-from dmp_xds.policy.updates import UnsupportedChange, metadata_operations, status_operation
+from dmp_xds.policy.updates import (
+    UnsupportedChange,
+    metadata_operations,
+    revises,
+    status_operation,
+)
 
 AUTHOR, OTHER = "810000000001", "810000000002"
 CLINIC, ELSEWHERE = "1999000001", "1999000002"
@@ -175,6 +181,56 @@ def test_metadata_operations(before: set, after: set, operations: list[str]) -> 
 def test_hiding_from_the_patient_again_is_unsupported() -> None:
     with pytest.raises(UnsupportedChange):
         metadata_operations({"N"}, {"N", INVISIBLE_PATIENT})
+
+
+def _entry(**changes: object) -> DocumentEntry:
+    base = DocumentEntry(
+        id="urn:uuid:1",
+        element=None,  # type: ignore[arg-type]
+        title="Compte rendu",
+        type_code=Code("11490-0", "2.16.840.1.113883.6.1", "Lettre de sortie"),
+        event_codes=[Code("a", "s"), Code("b", "s")],
+        confidentiality_codes=[Code("N", "2.16.840.1.113883.5.25")],
+        authors=[Author("899900000011^MEDECIN", ["CENTRE"], ["r1", "r2"])],
+        creation_time="20260101120000",
+        hash="ABCDEF",
+    )
+    for name, value in changes.items():
+        setattr(base, name, value)
+    return base
+
+
+@pytest.mark.parametrize(
+    ("changes", "revised"),
+    [
+        ({}, False),
+        # what a masking or a visibility change touches
+        (
+            {
+                "confidentiality_codes": [
+                    Code("N", "2.16.840.1.113883.5.25"),
+                    Code("MASQUE_PS", "x"),
+                ]
+            },
+            False,
+        ),
+        # sent back re-ordered, re-labelled or in another case: the same metadata
+        ({"event_codes": [Code("b", "s", "B"), Code("a", "s")]}, False),
+        ({"type_code": Code("11490-0", "2.16.840.1.113883.6.1", "Autre libellé")}, False),
+        ({"authors": [Author("899900000011^MEDECIN", ["CENTRE"], ["r2", "r1"])]}, False),
+        ({"hash": "abcdef"}, False),
+        # anything else is a correction
+        ({"title": "Autre titre"}, True),
+        ({"authors": [Author("899900000099^AUTRE")]}, True),
+        ({"type_code": Code("34133-9", "2.16.840.1.113883.6.1")}, True),
+        ({"event_codes": [Code("a", "s")]}, True),
+        ({"creation_time": "20250101120000"}, True),
+        ({"hash": "0123"}, True),
+        ({"id": "urn:uuid:2", "lid": "urn:uuid:1", "version": "2", "status": "x"}, False),
+    ],
+)
+def test_a_new_version_revises_more_than_its_codes(changes: dict, revised: bool) -> None:
+    assert revises(_entry(), _entry(**changes)) is revised
 
 
 @pytest.mark.parametrize(

@@ -297,6 +297,12 @@ class _Parser:
         return assoc
 
 
+def parse_document_entry(element: etree._Element) -> DocumentEntry:
+    """A stored DocumentEntry fragment (registry-made, so already valid) as the model, for
+    comparing a new metadata version with the one it replaces."""
+    return _Parser().document_entry(element)
+
+
 def _camel(attr: str) -> str:
     head, *rest = attr.split("_")
     return head + "".join(p.title() for p in rest)

@@ -13,7 +13,13 @@ from sqlalchemy import Connection, select
 from ..call import Call, Reply
 from ..errors import ErrorCode, XdsError, XdsFailure
 from ..metadata import vocabulary as v
-from ..metadata.ebrim import adhoc_query_response, object_ref, parse_submission, registry_response
+from ..metadata.ebrim import (
+    adhoc_query_response,
+    object_ref,
+    parse_document_entry,
+    parse_submission,
+    registry_response,
+)
 from ..metadata.model import Submission
 from ..metadata.validation import validate_submission
 from ..metadata.xsd import payload_errors
@@ -21,9 +27,9 @@ from ..namespaces import LCM, QUERY
 from ..patients.gate import RecordGate, Rules, refusal, require
 from ..policy import patient as patient_policy
 from ..policy import purge as purge_policy
-from ..policy.access import Search
+from ..policy.access import REVISE, Search
 from ..policy.facts import confidentiality_of
-from ..policy.updates import UnsupportedChange, metadata_operations, status_operation
+from ..policy.updates import UnsupportedChange, metadata_operations, revises, status_operation
 from ..repository.maintenance import Removal, remove_if_unreferenced
 from ..repository.store import DocumentStore
 from ..soap.envelope import splice_point
@@ -293,6 +299,9 @@ def change_errors(gate: RecordGate, plan: UpdatePlan) -> list[XdsError]:
         except UnsupportedChange as exc:
             errors.append(XdsError(ErrorCode.METADATA_UPDATE_OPERATION, str(exc), new.doc.label))
             continue
+        previous = parse_document_entry(etree.fromstring(new.previous.ebrim))
+        if REVISE not in operations and revises(previous, new.doc):
+            operations.append(REVISE)  # a masker may mask, not rewrite the rest
         for operation in operations:
             decision = gate.change(new.previous, operation)
             if not decision:
