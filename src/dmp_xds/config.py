@@ -126,6 +126,10 @@ class Settings:
     # to act for patients and their legal representatives; empty (the default): no patient
     # access (security/authenticate.py).
     patient_portals: tuple[str, ...] = field(default_factory=tuple)
+    # Emergency access modes (bris_de_glace, centre_15) whose VIHF must give a motive; empty
+    # (the default): the motive is recorded when given, never required, since the national
+    # DMP's samples carry none (security/authenticate.py).
+    motive_required: tuple[str, ...] = field(default_factory=tuple)
     # The DMP's rules as data (policy/): the functional rights matrix (PDT-INF-526) and the
     # profession x document type habilitations; None: the files shipped with the code.
     rights_matrix: Path | None = None
@@ -189,6 +193,7 @@ class Settings:
             clock_skew_s=_int("DMP_XDS_CLOCK_SKEW_S", cls.clock_skew_s),
             purge_authorised=_list("DMP_XDS_PURGE_AUTHORISED"),
             patient_portals=_list("DMP_XDS_PATIENT_PORTALS"),
+            motive_required=_list("DMP_XDS_MOTIVE_REQUIRED"),
             rights_matrix=_path("DMP_XDS_RIGHTS_MATRIX"),
             habilitations=_path("DMP_XDS_HABILITATIONS"),
             crl_path=_path("DMP_XDS_CRL_DIR"),

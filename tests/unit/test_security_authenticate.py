@@ -14,7 +14,7 @@ from dmp_xds.namespaces import SAML2, WSU
 from dmp_xds.security import pki as P
 from dmp_xds.security.authenticate import Authenticator, parse_networks
 from dmp_xds.security.faults import FAILED_AUTHENTICATION, INVALID_SECURITY, SecurityFault
-from dmp_xds.security.principal import AuthenticationMode, PatientRole
+from dmp_xds.security.principal import AccessMode, AuthenticationMode, PatientRole
 from dmp_xds.soap.xmlparser import serialize
 from tests.fixtures.metadata import new_patient_id
 from tests.fixtures.security import (
@@ -304,3 +304,36 @@ def test_a_professional_role_still_needs_its_specialty(test_pki, tmp_path) -> No
     data = vihf_envelope(test_pki, roles=(pro.profession,))
     fault = refusal(test_pki, data, tmp_path)
     assert fault.subcode == INVALID_SECURITY and "requires a specialty" in fault.reason
+
+
+# --- emergency motive ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["bris_de_glace", "BRIS_DE_GLACE", "centre_15"])
+def test_a_required_motive_must_be_given(test_pki, tmp_path, mode: str) -> None:
+    """DMP_XDS_MOTIVE_REQUIRED: the listed emergency modes must say why (attribute or the
+    PurposeOfUse's originalText); by default a motive is recorded, never required."""
+    required = frozenset({AccessMode.BRIS_DE_GLACE, AccessMode.CENTRE_15})
+    bare = vihf_envelope(test_pki, access_mode=mode)
+    fault = refusal(test_pki, bare, tmp_path, motive_required=required)
+    assert (fault.check, fault.subcode) == ("access_motive", FAILED_AUTHENTICATION)
+    assert "motive" in fault.reason
+    assert check(test_pki, vihf_envelope(test_pki, access_mode=mode), tmp_path)  # not required
+    for place in ("attribute", "original_text"):
+        given = vihf_envelope(
+            test_pki, access_mode=mode, access_motive="Arrêt cardiaque", access_motive_in=place
+        )
+        principal = check(test_pki, given, tmp_path, motive_required=required)
+        assert principal.access_motive == "Arrêt cardiaque"
+    # normal access never needs one, whatever is listed
+    assert check(test_pki, vihf_envelope(test_pki), tmp_path, motive_required=required)
+
+
+def test_motive_required_configuration() -> None:
+    from dmp_xds.config import Settings
+    from dmp_xds.security.authenticate import SecurityPolicy
+
+    policy = SecurityPolicy.from_settings(Settings(motive_required=(" Bris_de_Glace ",)))
+    assert policy.motive_required == {AccessMode.BRIS_DE_GLACE}
+    with pytest.raises(ValueError, match="DMP_XDS_MOTIVE_REQUIRED"):
+        SecurityPolicy.from_settings(Settings(motive_required=("urgence",)))

@@ -44,7 +44,13 @@ from ..config import Settings
 from ..namespaces import WSU
 from ..soap.envelope import SoapRequest
 from .faults import failed, invalid
-from .principal import AuthenticationMode, CertificateIdentity, PatientRole, Principal
+from .principal import (
+    AccessMode,
+    AuthenticationMode,
+    CertificateIdentity,
+    PatientRole,
+    Principal,
+)
 from .replay import ReplayCache
 from .signature import AlgorithmPolicy, check_structure, locate, verify
 from .trust import (
@@ -83,9 +89,19 @@ class SecurityPolicy:
     trusted_proxies: tuple[Network, ...] = ()
     client_cert_header: str = "X-SSL-Client-Cert"
     patient_portals: frozenset[str] = frozenset()  # DMP_XDS_PATIENT_PORTALS
+    motive_required: frozenset[AccessMode] = frozenset()  # DMP_XDS_MOTIVE_REQUIRED
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SecurityPolicy:
+        try:
+            motive_required = frozenset(
+                AccessMode(mode.strip().lower()) for mode in settings.motive_required
+            )
+        except ValueError:
+            raise ValueError(
+                "DMP_XDS_MOTIVE_REQUIRED lists access modes among bris_de_glace, centre_15; "
+                f"got {', '.join(settings.motive_required)!r}"
+            ) from None
         return cls(
             algorithms=AlgorithmPolicy.from_names(settings.signature_algorithms),
             homologated=frozenset(settings.homologated_software),
@@ -94,6 +110,7 @@ class SecurityPolicy:
             trusted_proxies=parse_networks(settings.trusted_proxies),
             client_cert_header=settings.client_cert_header,
             patient_portals=frozenset(settings.patient_portals),
+            motive_required=motive_required - {AccessMode.NORMAL},
         )
 
     @property
@@ -176,6 +193,12 @@ class Authenticator:
             cert = self._client_certificate(environ, forwarded)
             principal = replace(principal, tls_client=self._direct(principal, cert, now))
         _check_patient_role(principal, self.policy.patient_portals)
+        if principal.access_mode in self.policy.motive_required and not principal.access_motive:
+            raise failed(
+                "access_motive",
+                f"an access in {principal.access_mode.value} mode must give its motive "
+                "(attribute Mode_Acces_Raison, or the PurposeOfUse's originalText)",
+            )
         expires = self._window(vihf, now)
         principal = replace(principal, expires=expires)
         homologation = principal.software.homologation

@@ -118,7 +118,8 @@ class Principal:
     tls_client: CertificateIdentity | None = None  # the TLS client certificate (direct mode)
     # Why the professional used an emergency mode, when the software says it (free text,
     # optional: security/vihf.py reads ``Mode_Acces_Raison`` or the PurposeOfUse's
-    # originalText). Kept for the audit trail only; no decision depends on it.
+    # originalText). Kept for the audit trail; only DMP_XDS_MOTIVE_REQUIRED (authenticate.py)
+    # looks at whether it is there, no access rule reads it.
     access_motive: str | None = None
 
     @property

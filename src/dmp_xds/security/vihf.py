@@ -7,8 +7,9 @@ URNs for role, patient and purpose of use). One exception: the authentication mo
 clients, and ``Authentication_mode`` in English-speaking code, so that one name is matched
 case-insensitively in both spellings.
 
-The motive of an emergency access (break-glass, centre 15) is optional: no DMP sample carries
-one and most software sends none. When given it is read from a string attribute
+The motive of an emergency access (break-glass, centre 15) is optional here: no DMP sample
+carries one and most software sends none (an operator may require it: DMP_XDS_MOTIVE_REQUIRED,
+checked by :mod:`.authenticate`). When given it is read from a string attribute
 ``Mode_Acces_Raison`` (the name ProSanteConnect uses; matched case-insensitively) or, failing
 that, from the ``hl7:originalText`` of the PurposeOfUse value (HL7's place for the words behind
 a code). The PurposeOfUse's ``displayName`` is not a motive: it is the code's label ("Accès en
