@@ -52,6 +52,7 @@ from ..namespaces import QUERY, RIM
 from ..policy.purge import purgeable
 from . import patient_lock
 from . import tables as t
+from .queries import patient_key
 from .register import as_urn, as_uuid
 
 DELETE_ALL = "urn:oasis:names:tc:ebxml-regrep:DeletionScopeType:DeleteAll"
@@ -150,7 +151,7 @@ def remove_objects(conn: Connection, patient: PatientId | None, ids: Sequence[st
             wanted.setdefault(as_uuid(ref), ref)
         else:
             errors.append(_unresolved(ref, "is not an entryUUID (urn:uuid:...)"))
-    key = _patient_key(conn, patient)
+    key = patient_key(conn, patient.canonical) if patient is not None else None
     kinds: dict[uuid.UUID, str] = {}
     if key is not None and wanted:
         # Before reading anything: submissions of this record in flight finish first.
@@ -208,14 +209,6 @@ def with_dependents(
 
 def _unresolved(ref: str, why: str) -> XdsError:
     return XdsError(ErrorCode.UNRESOLVED_REFERENCE, f"{ref} {why}", ref)
-
-
-def _patient_key(conn: Connection, patient: PatientId | None) -> int | None:
-    if patient is None:
-        return None
-    return conn.execute(
-        select(t.patient.c.patient_key).where(t.patient.c.patient_id == patient.canonical)
-    ).scalar_one_or_none()
 
 
 def _not_deleted(conn: Connection, key: int, entries: list[uuid.UUID]) -> list[XdsError]:
