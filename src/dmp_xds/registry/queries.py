@@ -12,7 +12,19 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, Table, bindparam, exists, func, literal, or_, select
+from sqlalchemy import (
+    Connection,
+    Select,
+    Table,
+    any_,
+    bindparam,
+    exists,
+    func,
+    literal,
+    or_,
+    select,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.sql.elements import ColumnElement
 
 from ..errors import ErrorCode, XdsError, XdsFailure
@@ -30,6 +42,7 @@ class Found:
     entry_uuid: uuid.UUID
     status: str
     ebrim: str
+    patient_key: int  # whose object it is (Get* answers keep the VIHF patient's only)
     source: uuid.UUID | None = None  # association ends
     target: uuid.UUID | None = None
     facts: Any = None  # DocumentEntry: the row of DOCUMENT_FACT_COLUMNS (access policy)
@@ -70,7 +83,10 @@ _PATIENT_KEY = select(t.patient.c.patient_key).where(
 
 def _patient_key(conn: Connection, req: QueryRequest, name: str) -> int | None:
     try:
-        return patient_key(conn, single(req, name) or "")
+        canonical = parse_patient_id(single(req, name) or "").canonical
+        if canonical in req.known_keys:
+            return req.known_keys[canonical]
+        return conn.execute(_PATIENT_KEY, {"patient_id": canonical}).scalar_one_or_none()
     except ValueError as exc:
         raise XdsFailure(XdsError(ErrorCode.REGISTRY_ERROR, f"{name}: {exc}", name)) from exc
 
@@ -135,30 +151,87 @@ def document_facts(
     query (ids that are not the patient's DocumentEntries are left out)."""
     if not entry_uuids:
         return {}
-    de = t.document_entry
-    rows = conn.execute(
-        select(de.c.entry_uuid, *DOCUMENT_FACT_COLUMNS).where(
-            de.c.patient_key == key, de.c.entry_uuid.in_(list(entry_uuids))
-        )
-    )
+    rows = conn.execute(_FACTS_OF, {"key": key, "ids": list(entry_uuids)})
     return {row.entry_uuid: row for row in rows}
 
 
 def _columns(table: Table) -> tuple[ColumnElement, ...]:
     """What a query selects of the objects it returns."""
     if table is t.document_entry:
-        return (table.c.entry_uuid, *DOCUMENT_FACT_COLUMNS)
-    return (table.c.entry_uuid, table.c.status, table.c.ebrim)
+        return (table.c.patient_key, table.c.entry_uuid, *DOCUMENT_FACT_COLUMNS)
+    if table is t.association:
+        return (
+            table.c.patient_key,
+            table.c.entry_uuid,
+            table.c.status,
+            table.c.ebrim,
+            table.c.source_uuid,
+            table.c.target_uuid,
+        )
+    return (table.c.patient_key, table.c.entry_uuid, table.c.status, table.c.ebrim)
 
 
 def _found(rows: Sequence, kind: str) -> list[Found]:
     if kind == "Association":
         return [
-            Found(kind, r.entry_uuid, r.status, r.ebrim, r.source_uuid, r.target_uuid) for r in rows
+            Found(
+                kind,
+                r.entry_uuid,
+                r.status,
+                r.ebrim,
+                r.patient_key,
+                source=r.source_uuid,
+                target=r.target_uuid,
+            )
+            for r in rows
         ]
     if kind == "DocumentEntry":
-        return [Found(kind, r.entry_uuid, r.status, r.ebrim, facts=r) for r in rows]
-    return [Found(kind, r.entry_uuid, r.status, r.ebrim) for r in rows]
+        return [Found(kind, r.entry_uuid, r.status, r.ebrim, r.patient_key, facts=r) for r in rows]
+    return [Found(kind, r.entry_uuid, r.status, r.ebrim, r.patient_key) for r in rows]
+
+
+def _any(column: ColumnElement, name: str) -> ColumnElement:
+    """``column = ANY(:name)``, one bound array rather than an IN list of bound values: the
+    statement is the same whatever the number of values, so it can be built once (building
+    and keying a Core statement costs ~170 us of CPU a call, more than its round trip), and
+    PostgreSQL still prunes the partitions of a constant array."""
+    return column == any_(bindparam(name, type_=ARRAY(column.type)))
+
+
+def _by(table: Table, id_column: str) -> Select:
+    """A patient's objects of ``table`` by id, in entryUUID order (keys, ids: arrays)."""
+    return (
+        select(*_columns(table))
+        .where(_any(table.c.patient_key, "keys"), _any(table.c[id_column], "ids"))
+        .order_by(table.c.entry_uuid)
+    )
+
+
+# Built once (the documents a submission, an update or an answer's filter names).
+_FACTS_OF = select(t.document_entry.c.entry_uuid, *DOCUMENT_FACT_COLUMNS).where(
+    t.document_entry.c.patient_key == bindparam("key"), _any(t.document_entry.c.entry_uuid, "ids")
+)
+# Built once, the statements every Get* query runs.
+_BY_UUID = {kind: _by(table, "entry_uuid") for kind, table in t.KIND_TABLES.items()}
+_BY_UID = {
+    kind: _by(table, "unique_id") for kind, table in t.KIND_TABLES.items() if "unique_id" in table.c
+}
+_LOCATE_UUIDS = select(t.object_locator.c.patient_key, t.object_locator.c.entry_uuid).where(
+    _any(t.object_locator.c.entry_uuid, "ids"), t.object_locator.c.kind == bindparam("kind")
+)
+_OWNERS = (
+    select(t.object_locator.c.patient_key)
+    .where(_any(t.object_locator.c.entry_uuid, "ids"))
+    .distinct()
+)
+_LOCATE_UIDS = (
+    select(t.unique_id_locator.c.patient_key)
+    .where(
+        t.unique_id_locator.c.kind == bindparam("kind"),
+        _any(t.unique_id_locator.c.unique_id, "ids"),
+    )
+    .distinct()
+)
 
 
 # --- FindDocuments ---------------------------------------------------------------------------
@@ -249,50 +322,30 @@ def _uuid_values(req: QueryRequest, name: str) -> list[uuid.UUID]:
     return result
 
 
-def _identified(
+def _named(
     conn: Connection, req: QueryRequest, kind: str, uuid_param: str, uid_param: str
-) -> list[tuple[int, uuid.UUID]]:
-    """(patient_key, entryUUID) of the objects of ``kind`` named by entryUUID or uniqueId."""
-    table = t.KIND_TABLES[kind]
+) -> list[Found]:
+    """The objects of ``kind`` named by entryUUID or uniqueId: the locator says whose they
+    are (one patient, or XDSResultNotSinglePatient), then their rows are read by constant
+    patient key: with a join or subquery the planner could not prune the partitions
+    (migration 0006), nor Citus route to one shard."""
     if req.params.get(uuid_param):
-        wanted = _uuid_values(req, uuid_param)
-        loc = t.object_locator
-        rows = conn.execute(
-            select(loc.c.patient_key, loc.c.entry_uuid).where(
-                loc.c.entry_uuid.in_(wanted), loc.c.kind == kind
-            )
-        ).all()
-        keys = [(r.patient_key, r.entry_uuid) for r in rows]
-        _single_patient(keys)
-        return keys
-    uids = alternatives(req, uid_param)
-    loc = t.unique_id_locator
-    # The patients first, then their rows by constant patient_key: with a subquery the planner
-    # cannot prune the partitions (migration 0006) nor Citus route to one shard.
-    patients = (
-        conn.execute(
-            select(loc.c.patient_key)
-            .where(loc.c.kind == kind, loc.c.unique_id.in_(uids))
-            .distinct()
-        )
-        .scalars()
-        .all()
-    )
+        ids: list = _uuid_values(req, uuid_param)
+        patients = {r.patient_key for r in conn.execute(_LOCATE_UUIDS, {"ids": ids, "kind": kind})}
+        statement = _BY_UUID[kind]
+    else:
+        ids = alternatives(req, uid_param)
+        patients = set(conn.execute(_LOCATE_UIDS, {"ids": ids, "kind": kind}).scalars())
+        statement = _BY_UID[kind]
     if not patients:
         return []
-    rows = conn.execute(
-        select(table.c.patient_key, table.c.entry_uuid).where(
-            table.c.patient_key.in_(patients), table.c.unique_id.in_(uids)
-        )
-    ).all()
-    keys = [(r.patient_key, r.entry_uuid) for r in rows]
-    _single_patient(keys)
-    return keys
+    _single_patient(patients)
+    return _found(conn.execute(statement, {"keys": list(patients), "ids": ids}).all(), kind)
 
 
-def _single_patient(keys: Sequence[tuple[int, uuid.UUID]]) -> None:
+def _single_patient(patients: Collection[int]) -> None:
     """Get* queries answer for one patient at a time (ITI-18 XDSResultNotSinglePatient)."""
-    if len({k for k, _ in keys}) > 1:
+    if len(patients) > 1:
         raise XdsFailure(
             XdsError(
                 ErrorCode.RESULT_NOT_SINGLE_PATIENT,
@@ -310,18 +363,11 @@ def _objects(
 ) -> list[Found]:
     if not keys:
         return []
-    table = t.KIND_TABLES[kind]
-    patients = {k for k, _ in keys}
-    rows = conn.execute(
-        select(*_columns(table))
-        .where(
-            table.c.patient_key.in_(patients),
-            table.c.entry_uuid.in_([u for _, u in keys]),
-            *filters,
-        )
-        .order_by(table.c.entry_uuid)
-    ).all()
-    return _found(rows, kind)
+    statement = _BY_UUID[kind]
+    if filters:
+        statement = statement.where(*filters)
+    values = {"keys": list({k for k, _ in keys}), "ids": list({u for _, u in keys})}
+    return _found(conn.execute(statement, values).all(), kind)
 
 
 def _associations(
@@ -345,11 +391,7 @@ def _associations(
     filters = [a.c.patient_key.in_(patients), or_(*ends)]
     if types:
         filters.append(a.c.association_type.in_(types))
-    rows = conn.execute(
-        select(a.c.entry_uuid, a.c.status, a.c.ebrim, a.c.source_uuid, a.c.target_uuid)
-        .where(*filters)
-        .order_by(a.c.entry_uuid)
-    ).all()
+    rows = conn.execute(select(*_columns(a)).where(*filters).order_by(a.c.entry_uuid)).all()
     return _found(rows, "Association")
 
 
@@ -383,13 +425,11 @@ def _limited(found: list[Found], limit: int) -> list[Found]:
 
 
 def get_documents(conn: Connection, req: QueryRequest, limit: int) -> list[Found]:
-    keys = _identified(conn, req, "DocumentEntry", _DE + "EntryUUID", _DE + "UniqueId")
-    return _limited(_objects(conn, "DocumentEntry", keys), limit)
+    return _limited(_named(conn, req, "DocumentEntry", _DE + "EntryUUID", _DE + "UniqueId"), limit)
 
 
 def get_folders(conn: Connection, req: QueryRequest, limit: int) -> list[Found]:
-    keys = _identified(conn, req, "Folder", "$XDSFolderEntryUUID", "$XDSFolderUniqueId")
-    return _limited(_objects(conn, "Folder", keys), limit)
+    return _limited(_named(conn, req, "Folder", "$XDSFolderEntryUUID", "$XDSFolderUniqueId"), limit)
 
 
 def get_associations(conn: Connection, req: QueryRequest, limit: int) -> list[Found]:
@@ -399,9 +439,10 @@ def get_associations(conn: Connection, req: QueryRequest, limit: int) -> list[Fo
 
 
 def get_documents_and_associations(conn: Connection, req: QueryRequest, limit: int) -> list[Found]:
-    keys = _identified(conn, req, "DocumentEntry", _DE + "EntryUUID", _DE + "UniqueId")
-    docs = _objects(conn, "DocumentEntry", keys)
-    assocs = _associations(conn, {k for k, _ in keys}, touching=[d.entry_uuid for d in docs])
+    docs = _named(conn, req, "DocumentEntry", _DE + "EntryUUID", _DE + "UniqueId")
+    assocs = _associations(
+        conn, {d.patient_key for d in docs}, touching=[d.entry_uuid for d in docs]
+    )
     return _limited(docs + assocs, limit)
 
 
@@ -411,14 +452,7 @@ def get_submission_sets(conn: Connection, req: QueryRequest, limit: int) -> list
     patients = _patients_of(conn, wanted)
     a = t.association
     links = conn.execute(
-        select(
-            a.c.patient_key,
-            a.c.source_uuid,
-            a.c.target_uuid,
-            a.c.entry_uuid,
-            a.c.status,
-            a.c.ebrim,
-        )
+        select(*_columns(a))
         .join(
             t.object_locator,
             (t.object_locator.c.entry_uuid == a.c.source_uuid)
@@ -435,29 +469,21 @@ def get_submission_sets(conn: Connection, req: QueryRequest, limit: int) -> list
 
 
 def _patients_of(conn: Connection, uuids: Sequence[uuid.UUID]) -> set[int]:
-    loc = t.object_locator
-    patients = set(
-        conn.execute(select(loc.c.patient_key).where(loc.c.entry_uuid.in_(uuids)).distinct())
-        .scalars()
-        .all()
-    )
-    if len(patients) > 1:
-        _single_patient([(p, uuid.UUID(int=0)) for p in patients])
+    patients = set(conn.execute(_OWNERS, {"ids": list(uuids)}).scalars())
+    _single_patient(patients)
     return patients
 
 
 # --- *AndContents --------------------------------------------------------------------------------
 
 
-def _contents(
-    conn: Connection, req: QueryRequest, kind: str, keys: list[tuple[int, uuid.UUID]], limit: int
-) -> list[Found]:
-    """A package, the DocumentEntries (filtered) and folders it holds, and the HasMember
-    associations between them."""
-    package = _objects(conn, kind, keys)
+def _contents(conn: Connection, req: QueryRequest, package: list[Found], limit: int) -> list[Found]:
+    """A package (SubmissionSet or Folder), the DocumentEntries (filtered) and folders it
+    holds, and the HasMember associations between them."""
     if not package:
         return []
-    patients = {k for k, _ in keys}
+    kind = package[0].kind
+    patients = {p.patient_key for p in package}
     package_ids = [p.entry_uuid for p in package]
     links = _associations(conn, patients, sources=package_ids, types=[v.HAS_MEMBER])
     member_ids = [link.target for link in links]
@@ -493,19 +519,20 @@ def _dedupe(found: list[Found]) -> list[Found]:
 
 
 def get_submission_set_and_contents(conn: Connection, req: QueryRequest, limit: int) -> list[Found]:
-    keys = _identified(
+    package = _named(
         conn, req, "SubmissionSet", "$XDSSubmissionSetEntryUUID", "$XDSSubmissionSetUniqueId"
     )
-    return _contents(conn, req, "SubmissionSet", keys, limit)
+    return _contents(conn, req, package, limit)
 
 
 def get_folder_and_contents(conn: Connection, req: QueryRequest, limit: int) -> list[Found]:
-    keys = _identified(conn, req, "Folder", "$XDSFolderEntryUUID", "$XDSFolderUniqueId")
-    return _contents(conn, req, "Folder", keys, limit)
+    package = _named(conn, req, "Folder", "$XDSFolderEntryUUID", "$XDSFolderUniqueId")
+    return _contents(conn, req, package, limit)
 
 
 def get_folders_for_document(conn: Connection, req: QueryRequest, limit: int) -> list[Found]:
-    keys = _identified(conn, req, "DocumentEntry", _DE + "EntryUUID", _DE + "UniqueId")
+    named = _named(conn, req, "DocumentEntry", _DE + "EntryUUID", _DE + "UniqueId")
+    keys = [(d.patient_key, d.entry_uuid) for d in named]
     patients = {k for k, _ in keys}
     links = _associations(conn, patients, touching=[u for _, u in keys], types=[v.HAS_MEMBER])
     folder_ids = [link.source for link in links if link.target in {u for _, u in keys}]
@@ -515,7 +542,8 @@ def get_folders_for_document(conn: Connection, req: QueryRequest, limit: int) ->
 def get_related_documents(conn: Connection, req: QueryRequest, limit: int) -> list[Found]:
     """The document, the documents related to it by the given association types, and those
     associations (ITI-18 GetRelatedDocuments)."""
-    keys = _identified(conn, req, "DocumentEntry", _DE + "EntryUUID", _DE + "UniqueId")
+    named = _named(conn, req, "DocumentEntry", _DE + "EntryUUID", _DE + "UniqueId")
+    keys = [(d.patient_key, d.entry_uuid) for d in named]
     if not keys:
         return []
     patients = {k for k, _ in keys}
@@ -593,7 +621,7 @@ def find_submission_sets(conn: Connection, req: QueryRequest, limit: int) -> lis
     if author:
         clauses.append(_author_filter(ss.c.author_persons, author))
     rows = conn.execute(
-        select(ss.c.entry_uuid, ss.c.status, ss.c.ebrim)
+        select(*_columns(ss))
         .where(*clauses)
         .order_by(ss.c.submission_time.desc(), ss.c.entry_uuid)
         .limit(limit + 1)
@@ -619,7 +647,7 @@ def find_folders(conn: Connection, req: QueryRequest, limit: int) -> list[Found]
         return []
     f = t.folder
     rows = conn.execute(
-        select(f.c.entry_uuid, f.c.status, f.c.ebrim)
+        select(*_columns(f))
         .where(
             f.c.patient_key == key,
             _status_filter(f.c.status, req, _FOL + "Status"),

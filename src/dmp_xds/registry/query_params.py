@@ -82,6 +82,9 @@ class QueryRequest:
     return_type: str
     params: dict[str, Groups] = field(default_factory=dict)
     home_community_id: str | None = None
+    # Patient keys the caller has already looked up, by canonical patient id (the record
+    # gate's), so that a Find* query does not look its patient up a second time.
+    known_keys: dict[str, int] = field(default_factory=dict)
 
 
 def read_query_request(request: etree._Element) -> tuple[QueryRequest | None, list[XdsError]]:

@@ -8,7 +8,7 @@ import re
 from collections.abc import Collection
 
 from lxml import etree
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection
 
 from ..call import Call, Reply
 from ..errors import ErrorCode, XdsError, XdsFailure
@@ -33,7 +33,6 @@ from ..policy.updates import UnsupportedChange, metadata_operations, revises, st
 from ..repository.maintenance import Removal, remove_if_unreferenced
 from ..repository.store import DocumentStore
 from ..soap.envelope import splice_point
-from . import tables as t
 from .queries import Found, parameter_errors, stored_query_for
 from .queries import requested_objects as query_requested
 from .query_params import QueryRequest, read_query_request
@@ -212,10 +211,12 @@ class RegistryService:
             with call.reading() as conn:
                 gate = RecordGate.load(conn, call.principal, self.rules)  # type: ignore[arg-type]
                 search = _search_allowed(gate, req, call)
+                if gate.patient_key is not None and call.authorised_patient is not None:
+                    req.known_keys[call.authorised_patient.canonical] = gate.patient_key
                 found = stored_query_for(req).run(conn, req, self.max_query_results)
                 if not any(p in req.params for p in patient_policy.PATIENT_PARAMETERS):
                     # Get* queries name objects: another patient's are left out, as if absent.
-                    found = _visible(conn, found, gate, call)
+                    found = _visible(found, gate, call)
                 # Documents the caller may not see are left out too, and so are associations
                 # that would reveal them.
                 found = _shown(conn, gate, found, search, call)
@@ -327,19 +328,9 @@ def change_errors(gate: RecordGate, plan: UpdatePlan) -> list[XdsError]:
     return errors
 
 
-def _visible(conn: Connection, found: list[Found], gate: RecordGate, call: Call) -> list[Found]:
+def _visible(found: list[Found], gate: RecordGate, call: Call) -> list[Found]:
     """The objects of ``found`` that belong to the VIHF's patient (the gate's record)."""
-    if not found:
-        return found
-    loc = t.object_locator
-    owners = dict(
-        conn.execute(
-            select(loc.c.entry_uuid, loc.c.patient_key).where(
-                loc.c.entry_uuid.in_({f.entry_uuid for f in found})
-            )
-        ).all()
-    )
-    kept = [f for f in found if owners.get(f.entry_uuid) == gate.patient_key]
+    kept = [f for f in found if f.patient_key == gate.patient_key]
     if len(kept) != len(found):
         call.log["hidden"] = len(found) - len(kept)
     return kept
