@@ -190,7 +190,7 @@ def _found(rows: Sequence, kind: str) -> list[Found]:
     return [Found(kind, r.entry_uuid, r.status, r.ebrim, r.patient_key) for r in rows]
 
 
-def _any(column: ColumnElement, name: str) -> ColumnElement:
+def any_of(column: ColumnElement, name: str) -> ColumnElement:
     """``column = ANY(:name)``, one bound array rather than an IN list of bound values: the
     statement is the same whatever the number of values, so it can be built once (building
     and keying a Core statement costs ~170 us of CPU a call, more than its round trip), and
@@ -202,14 +202,14 @@ def _by(table: Table, id_column: str) -> Select:
     """A patient's objects of ``table`` by id, in entryUUID order (keys, ids: arrays)."""
     return (
         select(*_columns(table))
-        .where(_any(table.c.patient_key, "keys"), _any(table.c[id_column], "ids"))
+        .where(any_of(table.c.patient_key, "keys"), any_of(table.c[id_column], "ids"))
         .order_by(table.c.entry_uuid)
     )
 
 
 # Built once (the documents a submission, an update or an answer's filter names).
 _FACTS_OF = select(t.document_entry.c.entry_uuid, *DOCUMENT_FACT_COLUMNS).where(
-    t.document_entry.c.patient_key == bindparam("key"), _any(t.document_entry.c.entry_uuid, "ids")
+    t.document_entry.c.patient_key == bindparam("key"), any_of(t.document_entry.c.entry_uuid, "ids")
 )
 # Built once, the statements every Get* query runs.
 _BY_UUID = {kind: _by(table, "entry_uuid") for kind, table in t.KIND_TABLES.items()}
@@ -217,18 +217,18 @@ _BY_UID = {
     kind: _by(table, "unique_id") for kind, table in t.KIND_TABLES.items() if "unique_id" in table.c
 }
 _LOCATE_UUIDS = select(t.object_locator.c.patient_key, t.object_locator.c.entry_uuid).where(
-    _any(t.object_locator.c.entry_uuid, "ids"), t.object_locator.c.kind == bindparam("kind")
+    any_of(t.object_locator.c.entry_uuid, "ids"), t.object_locator.c.kind == bindparam("kind")
 )
 _OWNERS = (
     select(t.object_locator.c.patient_key)
-    .where(_any(t.object_locator.c.entry_uuid, "ids"))
+    .where(any_of(t.object_locator.c.entry_uuid, "ids"))
     .distinct()
 )
 _LOCATE_UIDS = (
     select(t.unique_id_locator.c.patient_key)
     .where(
         t.unique_id_locator.c.kind == bindparam("kind"),
-        _any(t.unique_id_locator.c.unique_id, "ids"),
+        any_of(t.unique_id_locator.c.unique_id, "ids"),
     )
     .distinct()
 )

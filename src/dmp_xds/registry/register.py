@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lxml import etree
-from sqlalchemy import Connection, and_, or_, select, update
+from sqlalchemy import Connection, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
 
@@ -26,7 +26,7 @@ from ..metadata.ebrim import rim, set_slot
 from ..metadata.model import Association, DocumentEntry, Folder, Submission, SubmissionSet
 from . import patient_lock
 from . import tables as t
-from .queries import document_facts, patient_key
+from .queries import any_of, document_facts, patient_key
 
 
 def as_uuid(entry_uuid: str) -> uuid.UUID:
@@ -149,14 +149,14 @@ def write(
         # One statement per table, whatever the batch size (an EAI pushes thousands).
         if sub.documents:
             conn.execute(
-                t.document_entry.insert(),
+                _INSERT["document_entry"],
                 [document_row(key, d, (content_keys or {}).get(d.id)) for d in sub.documents],
             )
         for fol in sub.folders:
             _insert_folder(conn, key, fol, submission_time)
         if sub.associations:
             conn.execute(
-                t.association.insert(), [association_row(key, a) for a in sub.associations]
+                _INSERT["association"], [association_row(key, a) for a in sub.associations]
             )
         insert_locators(conn, key, sub)
     except IntegrityError as exc:
@@ -192,15 +192,9 @@ def check_unique_ids(conn: Connection, sub: Submission) -> list[XdsError]:
     )
     if not wanted:
         return []
-    loc = t.unique_id_locator
-    by_kind: dict[str, list[str]] = {}
-    for kind, unique_id in wanted:
-        by_kind.setdefault(kind, []).append(unique_id)
-    # By (kind, uniqueId), the locator's key: a uniqueId alone would scan the whole table.
     found = conn.execute(
-        select(loc.c.kind, loc.c.unique_id, loc.c.patient_key).where(
-            or_(*(and_(loc.c.kind == k, loc.c.unique_id.in_(u)) for k, u in by_kind.items()))
-        )
+        _TAKEN_UNIQUE_IDS,
+        {"kinds": [kind for kind, _ in wanted], "ids": [unique_id for _, unique_id in wanted]},
     ).all()
     errors: list[XdsError] = []
     for kind, unique_id, pkey in found:
@@ -218,6 +212,15 @@ def check_unique_ids(conn: Connection, sub: Submission) -> list[XdsError]:
                 )
             )
     return errors
+
+
+# By (kind, uniqueId) pairs, the locator's key (a uniqueId alone would scan the whole table),
+# in one statement built once whatever the submission's size.
+_TAKEN_UNIQUE_IDS = text(
+    "SELECT l.kind, l.unique_id, l.patient_key FROM unique_id_locator l"
+    " JOIN unnest(CAST(:kinds AS text[]), CAST(:ids AS text[])) AS w(kind, unique_id)"
+    " ON l.kind = w.kind AND l.unique_id = w.unique_id"
+)
 
 
 def _document_duplicate(conn: Connection, doc: DocumentEntry, pkey: int) -> list[XdsError]:
@@ -269,13 +272,7 @@ def check_references(
     say, which deprecates it) neither reaches nor reveals one the caller could not see."""
     local = {o.id for o in sub.objects()}
     new_ids = [as_uuid(o.id) for o in sub.objects() if is_uuid_urn(o.id)]
-    clash = (
-        conn.execute(
-            select(t.object_locator.c.entry_uuid).where(t.object_locator.c.entry_uuid.in_(new_ids))
-        )
-        .scalars()
-        .all()
-    )
+    clash = conn.execute(_TAKEN_UUIDS, {"ids": new_ids}).scalars().all()
     for entry in clash:
         errors.append(
             XdsError(
@@ -292,12 +289,7 @@ def check_references(
     }
     existing: dict[str, Existing] = {}
     if refs:
-        loc = t.object_locator
-        rows = conn.execute(
-            select(loc.c.entry_uuid, loc.c.patient_key, loc.c.kind).where(
-                loc.c.entry_uuid.in_([as_uuid(r) for r in refs])
-            )
-        ).all()
+        rows = conn.execute(_LOCATED, {"ids": [as_uuid(r) for r in refs]}).all()
         if hidden is not None and key is not None:
             documents = document_facts(
                 conn, key, [e for e, pkey, kind in rows if kind == "DocumentEntry" and pkey == key]
@@ -365,13 +357,26 @@ def check_references(
     return existing
 
 
+# Built once, the statements of every submission.
+_TAKEN_UUIDS = select(t.object_locator.c.entry_uuid).where(
+    any_of(t.object_locator.c.entry_uuid, "ids")
+)
+_LOCATED = select(
+    t.object_locator.c.entry_uuid, t.object_locator.c.patient_key, t.object_locator.c.kind
+).where(any_of(t.object_locator.c.entry_uuid, "ids"))
+_INSERT = {
+    table.name: table.insert()
+    for table in (*t.KIND_TABLES.values(), t.object_locator, t.unique_id_locator)
+}
+
+
 def _codes(codes: list) -> list[str]:
     return [c.key for c in codes]
 
 
 def insert_submission_set(conn: Connection, key: int, ss: SubmissionSet) -> None:
     conn.execute(
-        t.submission_set.insert(),
+        _INSERT["submission_set"],
         {
             "patient_key": key,
             "entry_uuid": as_uuid(ss.id),
@@ -396,7 +401,7 @@ def insert_document(
     status: str = v.APPROVED,
 ) -> None:
     """One DocumentEntry row (``version`` > 1 for ITI-57 updates, which keep the lid)."""
-    conn.execute(t.document_entry.insert(), document_row(key, doc, content_sha256, version, status))
+    conn.execute(_INSERT["document_entry"], document_row(key, doc, content_sha256, version, status))
 
 
 def document_row(
@@ -460,7 +465,7 @@ def _insert_folder(conn: Connection, key: int, fol: Folder, submission_time: str
 
 
 def insert_association(conn: Connection, key: int, assoc: Association) -> None:
-    conn.execute(t.association.insert(), association_row(key, assoc))
+    conn.execute(_INSERT["association"], association_row(key, assoc))
 
 
 def association_row(key: int, assoc: Association) -> dict[str, object]:
@@ -481,7 +486,7 @@ def insert_locators(
     """Locator rows for every object; uniqueIds only for new objects (an ITI-57 version
     shares its uniqueId with the versions before it)."""
     conn.execute(
-        t.object_locator.insert(),
+        _INSERT["object_locator"],
         [
             {"entry_uuid": as_uuid(o.id), "patient_key": key, "kind": type(o).__name__}
             for o in sub.objects()
@@ -490,7 +495,7 @@ def insert_locators(
     owners = (*sub.submission_sets, *sub.documents, *sub.folders) if new_unique_ids else ()
     if owners:
         conn.execute(
-            t.unique_id_locator.insert(),
+            _INSERT["unique_id_locator"],
             [
                 {"kind": type(o).__name__, "unique_id": o.unique_id, "patient_key": key}
                 for o in owners

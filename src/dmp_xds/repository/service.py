@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor, wait
 
 from lxml import etree
-from sqlalchemy import Connection, Row, select
+from sqlalchemy import Connection, Row, bindparam, select
 
 from ..call import Call, Reply
 from ..cda.consistency import check_documents as check_cda
@@ -292,19 +292,11 @@ class RepositoryService:
         """The latest metadata version of one of the patient's documents (its status and
         confidentiality decide who may read it). By the patient's key, a constant: the one
         partition of document_entry that holds the patient's rows is the only one read."""
-        de = t.document_entry
         if patient_key is None:
             return None
         return conn.execute(
-            select(de.c.content_sha256, de.c.mime_type, *DOCUMENT_FACT_COLUMNS)
-            .where(
-                de.c.patient_key == patient_key,
-                de.c.unique_id == unique_id,
-                de.c.repository_unique_id == self.repository_unique_id,
-                de.c.content_sha256.is_not(None),
-            )
-            .order_by(de.c.version.desc())
-            .limit(1)
+            _LOCATE,
+            {"key": patient_key, "unique_id": unique_id, "repository": self.repository_unique_id},
         ).one_or_none()
 
     @staticmethod
@@ -317,6 +309,20 @@ class RepositoryService:
         etree.SubElement(doc, _X + "mimeType").text = mime_type
         xop_include(etree.SubElement(doc, _X + "Document"), content_id)
         return doc
+
+
+# Built once: every document of every ITI-43 is looked up with it.
+_LOCATE = (
+    select(t.document_entry.c.content_sha256, t.document_entry.c.mime_type, *DOCUMENT_FACT_COLUMNS)
+    .where(
+        t.document_entry.c.patient_key == bindparam("key"),
+        t.document_entry.c.unique_id == bindparam("unique_id"),
+        t.document_entry.c.repository_unique_id == bindparam("repository"),
+        t.document_entry.c.content_sha256.is_not(None),
+    )
+    .order_by(t.document_entry.c.version.desc())
+    .limit(1)
+)
 
 
 def _chunks_then_close(reader: VerifiedReader) -> Callable[[], Iterator[bytes]]:
