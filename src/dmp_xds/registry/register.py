@@ -148,16 +148,14 @@ def write(
         insert_submission_set(conn, key, ss)
         # One statement per table, whatever the batch size (an EAI pushes thousands).
         if sub.documents:
-            conn.execute(
-                _INSERT["document_entry"],
-                [document_row(key, d, (content_keys or {}).get(d.id)) for d in sub.documents],
-            )
+            rows = [document_row(key, d, (content_keys or {}).get(d.id)) for d in sub.documents]
+            # One row is a plain insert: a list, even of one, takes SQLAlchemy's multi-row path.
+            conn.execute(_INSERT["document_entry"], rows[0] if len(rows) == 1 else rows)
         for fol in sub.folders:
             _insert_folder(conn, key, fol, submission_time)
         if sub.associations:
-            conn.execute(
-                _INSERT["association"], [association_row(key, a) for a in sub.associations]
-            )
+            links = [association_row(key, a) for a in sub.associations]
+            conn.execute(_INSERT["association"], links[0] if len(links) == 1 else links)
         insert_locators(conn, key, sub)
     except IntegrityError as exc:
         # A concurrent submission took a uniqueId or entryUUID between our check and insert.
@@ -364,10 +362,7 @@ _TAKEN_UUIDS = select(t.object_locator.c.entry_uuid).where(
 _LOCATED = select(
     t.object_locator.c.entry_uuid, t.object_locator.c.patient_key, t.object_locator.c.kind
 ).where(any_of(t.object_locator.c.entry_uuid, "ids"))
-_INSERT = {
-    table.name: table.insert()
-    for table in (*t.KIND_TABLES.values(), t.object_locator, t.unique_id_locator)
-}
+_INSERT = {table.name: table.insert() for table in t.KIND_TABLES.values()}
 
 
 def _codes(codes: list) -> list[str]:
@@ -485,22 +480,37 @@ def insert_locators(
 ) -> None:
     """Locator rows for every object; uniqueIds only for new objects (an ITI-57 version
     shares its uniqueId with the versions before it)."""
+    objects = list(sub.objects())
     conn.execute(
-        _INSERT["object_locator"],
-        [
-            {"entry_uuid": as_uuid(o.id), "patient_key": key, "kind": type(o).__name__}
-            for o in sub.objects()
-        ],
+        _LOCATE_OBJECTS,
+        {
+            "key": key,
+            "ids": [str(as_uuid(o.id)) for o in objects],
+            "kinds": [type(o).__name__ for o in objects],
+        },
     )
     owners = (*sub.submission_sets, *sub.documents, *sub.folders) if new_unique_ids else ()
     if owners:
         conn.execute(
-            _INSERT["unique_id_locator"],
-            [
-                {"kind": type(o).__name__, "unique_id": o.unique_id, "patient_key": key}
-                for o in owners
-            ],
+            _LOCATE_UNIQUE_IDS,
+            {
+                "key": key,
+                "kinds": [type(o).__name__ for o in owners],
+                "ids": [o.unique_id for o in owners],
+            },
         )
+
+
+# One statement each whatever the number of objects, built once: rows from bound arrays
+# (SQLAlchemy's multi-row VALUES would render a new statement for every size of submission).
+_LOCATE_OBJECTS = text(
+    "INSERT INTO object_locator (entry_uuid, patient_key, kind)"
+    " SELECT u, :key, k FROM unnest(CAST(:ids AS uuid[]), CAST(:kinds AS text[])) AS w(u, k)"
+)
+_LOCATE_UNIQUE_IDS = text(
+    "INSERT INTO unique_id_locator (kind, unique_id, patient_key)"
+    " SELECT k, u, :key FROM unnest(CAST(:kinds AS text[]), CAST(:ids AS text[])) AS w(k, u)"
+)
 
 
 def _apply_relationships(conn: Connection, key: int, sub: Submission) -> None:
