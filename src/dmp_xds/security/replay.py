@@ -53,9 +53,12 @@ class ReplayCache:
             claimed = conn.execute(
                 _CLAIM, {"id": assertion_id, "expires": expires_at, "now": now}
             ).first()
-            if time.monotonic() - self._last_purge >= self.purge_every_s:
-                self._last_purge = time.monotonic()
-                conn.execute(delete(vihf_replay).where(vihf_replay.c.expires_at <= now))
+        if time.monotonic() - self._last_purge >= self.purge_every_s:
+            # In a short transaction of its own: the rows it deletes stay locked only until
+            # it commits, never for the length of a request (a batch takes seconds).
+            self._last_purge = time.monotonic()
+            with self.engine.begin() as purging:
+                purging.execute(delete(vihf_replay).where(vihf_replay.c.expires_at <= now))
         return claimed is not None
 
 
