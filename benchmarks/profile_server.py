@@ -33,7 +33,7 @@ from dmp_xds.client.xds import XdsClient
 from dmp_xds.metadata import vocabulary as v
 from dmp_xds.registry.database import make_engine, migrate
 
-from .harness import Prepared, capture, open_patient, vihf
+from .harness import Prepared, capture, open_patient, postmaster_pid, tree_cpu_s, vihf
 
 REPOSITORY_UID = os.environ.get("DMP_XDS_REPOSITORY_UNIQUE_ID", "1.2.250.1.999.1.1.1")
 
@@ -191,10 +191,15 @@ def main(argv: list[str]) -> int:
         for req in warm[: max(1, args.n // 2)]:
             wsgi_call(app, req)
         times = []
+        postmaster = postmaster_pid(database_url)
+        pg_started = tree_cpu_s(postmaster) if postmaster else 0.0
+        cpu_started = time.process_time()
         for req in warm[args.n // 2 :]:
             started = time.perf_counter()
             wsgi_call(app, req)
             times.append(time.perf_counter() - started)
+        cpu_ms = (time.process_time() - cpu_started) / len(times) * 1000
+        pg_ms = (tree_cpu_s(postmaster) - pg_started) / len(times) * 1000 if postmaster else None
         profile = cProfile.Profile()
         profile.enable()
         for req in measured:
@@ -208,6 +213,10 @@ def main(argv: list[str]) -> int:
         f"{statistics.median(times) * 1000:.2f} ms, p99 {times[int(len(times) * 0.99)] * 1000:.2f}"
         f" ms, {len(times) / sum(times):.0f} requests/s on one core"
     )
+    # CPU per request, ours and PostgreSQL's (when it runs here): steadier than times on a
+    # shared machine, so the figure to compare two versions of the code with, run in turn.
+    pg = f", PostgreSQL {pg_ms:.2f} ms" if pg_ms is not None else ""
+    print(f"CPU per request: server {cpu_ms:.2f} ms{pg}")
     for key in ("cumulative", "tottime"):
         out = io.StringIO()
         pstats.Stats(profile, stream=out).sort_stats(key).print_stats(args.top)
