@@ -4,6 +4,7 @@ with ``pytest --long``)."""
 
 from __future__ import annotations
 
+import copy
 import os
 import random
 import threading
@@ -13,6 +14,7 @@ import requests
 
 from dmp_xds.client.xds import SoapFaultError
 from dmp_xds.metadata import vocabulary as v
+from dmp_xds.security.faults import FAILED_AUTHENTICATION
 from tests.conftest import REPOSITORY_UNIQUE_ID, snapshot, stop_server
 from tests.fixtures.metadata import Doc
 from tests.reliability.harness import (
@@ -28,6 +30,7 @@ from tests.reliability.harness import (
 
 APPROVED = ["urn:oasis:names:tc:ebxml-regrep:StatusType:Approved"]
 DUPLICATE = "XDSDuplicateUniqueIdInRegistry"
+FAILED = "{{{}}}{}".format(*FAILED_AUTHENTICATION)  # the fault subcode as the client reads it
 
 
 def test_same_unique_id_from_two_clients_one_wins(server, engine, test_pki) -> None:
@@ -54,6 +57,35 @@ def test_same_unique_id_from_two_clients_one_wins(server, engine, test_pki) -> N
         # Different bytes under one uniqueId: ITI-42 names it XDSNonIdenticalHash.
         assert {DUPLICATE, "XDSNonIdenticalHash"} & set(loser.errors), loser.errors
         check_invariants(engine, server.store_dir, subs)
+
+
+def test_one_assertion_sent_at_once_on_several_calls_is_accepted_once(
+    server, engine, test_pki
+) -> None:
+    """The replay claim commits with the request's transaction (security/replay.py): calls
+    racing with the same VIHF wait on its row, and all but one are refused once it commits."""
+    patient_id = new_patient(engine)
+    [header] = client(server.url, test_pki, patient_id).header_factory()  # type: ignore[misc]
+    subs = [Submission(patient_id, [Doc(os.urandom(2000))]) for _ in range(6)]
+    gate = threading.Barrier(len(subs))
+
+    def send(sub: Submission) -> None:
+        xds = client(server.url, test_pki, patient_id)
+        xds.header_factory = lambda: [copy.deepcopy(header)]
+        gate.wait()
+        sub.send(xds)
+
+    threads = [threading.Thread(target=send, args=(s,)) for s in subs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    outcomes = sorted(s.outcome for s in subs)
+    assert outcomes == ["fault"] * 5 + ["success"], [(s.outcome, s.errors) for s in subs]
+    assert all(s.errors == [FAILED] for s in subs if s.outcome == "fault")
+    stored = registered(engine, [d.unique_id for s in subs for d in s.docs])
+    assert len(stored) == 1
+    check_invariants(engine, server.store_dir, subs)
 
 
 def test_retry_after_timeout_is_detected_and_stores_nothing_twice(server, engine, test_pki) -> None:
