@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from lxml import etree
 from sqlalchemy import Engine, text
 
 from dmp_xds.security.pki import TestPki
@@ -307,7 +308,8 @@ def test_zip_with_sidecars_and_a_bare_pdf(tmp_path: Path, env, engine, test_pki)
                 {"u": list(by_name.values())},
             )
         }
-    assert "Titre donné par le sidecar" in rows[uid_report].ebrim
+    title = etree.fromstring(rows[uid_report].ebrim).find("{*}Name/{*}LocalizedString")
+    assert title.get("value") == "Titre donné par le sidecar"
     assert rows[uid_patient].facility_code == "EXP_PATIENT^^1.2.250.1.213.1.1.4.6"
     pdf = rows[pdf_uid]
     assert (pdf.mime_type, pdf.class_code) == ("application/pdf", "42^^1.2.250.1.213.1.1.4.1")

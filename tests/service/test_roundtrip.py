@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 
 from lxml import etree
+from sqlalchemy import text
 
 from dmp_xds.client.xds import XdsClient
 from dmp_xds.metadata import vocabulary as v
@@ -138,3 +139,26 @@ def test_same_bytes_are_stored_once(client: XdsClient, patient_id: str, server) 
     stored = list((server.store_dir / "sha256").rglob(key))
     assert len(stored) == 1
     assert stored[0].read_bytes() == content
+
+
+def test_non_ascii_metadata_comes_back_as_sent(client: XdsClient, patient_id: str, engine) -> None:
+    """Fragments are stored as ASCII with character references (register.fragment): the
+    answer is the same XML, whatever the script of its text."""
+    description = "Compte rendu émis à Besançon, « urgent » 𝔸 – 診療"
+    doc = Doc(b"contenu")
+    request = submit_objects_request(patient_id, [doc])
+    entry = request.find(".//{*}ExtrinsicObject")
+    entry.find("{*}Description/{*}LocalizedString").set("value", description)
+    result = client.provide_and_register(request, {"Document01": doc.content})
+    assert result.status == "Success", result.errors
+    with engine.connect() as conn:
+        stored = conn.execute(
+            text("SELECT ebrim FROM document_entry WHERE unique_id = :u"), {"u": doc.unique_id}
+        ).scalar_one()
+    assert stored.isascii() and "&#233;" in stored
+    for answer in (
+        find_documents(client, patient_id),
+        client.stored_query(v.GET_DOCUMENTS, {"$XDSDocumentEntryUniqueId": [doc.unique_id]}),
+    ):
+        [entry] = answer.objects
+        assert entry.find("{*}Description/{*}LocalizedString").get("value") == description

@@ -218,21 +218,25 @@ class _Writer:
         submitted = _dtm(rng)
         author = rng.choice(self.authors)
         ss_xml = (
-            f'<RegistryPackage {_NS} id="{ss}">'
-            + _slot("submissionTime", submitted)
-            + '<Name><LocalizedString value="Lot synthétique"/></Name>'
-            + f'<Classification classificationScheme="{_SS_AUTHOR}" classifiedObject="{ss}" '
-            f'id="urn:uuid:{ids()}" nodeRepresentation="">'
-            + _slot("authorPerson", author)
-            + "</Classification>"
-            + _code(_SS_CONTENT, ss, f"urn:uuid:{ids()}", _CONTENT_TYPE)
-            + f'<Classification classificationNode="{_SS_NODE}" classifiedObject="{ss}" '
-            f'id="urn:uuid:{ids()}"/>'
-            + _ext(_SS_PID, ss, f"urn:uuid:{ids()}", patient_id, "XDSSubmissionSet.patientId")
-            + _ext(_SS_SRC, ss, f"urn:uuid:{ids()}", SOURCE_ID, "XDSSubmissionSet.sourceId")
-            + _ext(_SS_UID, ss, f"urn:uuid:{ids()}", ss_uid, "XDSSubmissionSet.uniqueId")
-            + "</RegistryPackage>"
-        )
+            (
+                f'<RegistryPackage {_NS} id="{ss}">'
+                + _slot("submissionTime", submitted)
+                + '<Name><LocalizedString value="Lot synthétique"/></Name>'
+                + f'<Classification classificationScheme="{_SS_AUTHOR}" classifiedObject="{ss}" '
+                f'id="urn:uuid:{ids()}" nodeRepresentation="">'
+                + _slot("authorPerson", author)
+                + "</Classification>"
+                + _code(_SS_CONTENT, ss, f"urn:uuid:{ids()}", _CONTENT_TYPE)
+                + f'<Classification classificationNode="{_SS_NODE}" classifiedObject="{ss}" '
+                f'id="urn:uuid:{ids()}"/>'
+                + _ext(_SS_PID, ss, f"urn:uuid:{ids()}", patient_id, "XDSSubmissionSet.patientId")
+                + _ext(_SS_SRC, ss, f"urn:uuid:{ids()}", SOURCE_ID, "XDSSubmissionSet.sourceId")
+                + _ext(_SS_UID, ss, f"urn:uuid:{ids()}", ss_uid, "XDSSubmissionSet.uniqueId")
+                + "</RegistryPackage>"
+            )
+            .encode("ascii", "xmlcharrefreplace")
+            .decode("ascii")
+        )  # as register.fragment stores
         b["submission_set"].write(
             f"{key}\t{ss[9:]}\t{ss_uid}\t{SOURCE_ID}\t{v.APPROVED}\t{submitted}\t"
             f"{_key(_CONTENT_TYPE)}\t{_pg_array([author])}\t{ss_xml}\n"
@@ -269,35 +273,41 @@ class _Writer:
         size = rng.randint(2_000, 60_000)
         title = f"Document {self.seq}"
         xml = (
-            f'<ExtrinsicObject {_NS} id="{doc}" mimeType="text/xml" '
-            f'objectType="{v.STABLE_DOCUMENT}" lid="{doc}">'
-            + _slot("creationTime", created)
-            + _slot("languageCode", "fr-FR")
-            + _slot("sourcePatientId", f"{self.seq}^^^&1.2.250.1.999.1.1.7898.2&ISO^PI")
-            + _slot("sourcePatientInfo", "PID-5|SYNTHETIQUE^PATIENT^^^^^L", "PID-7|19700101")
-            + _slot("serviceStartTime", start)
-            + _slot("serviceStopTime", stop)
-            + _slot("hash", sha1)
-            + _slot("size", str(size))
-            + _slot("repositoryUniqueId", REPOSITORY_UNIQUE_ID)
-            + f"<Name><LocalizedString value={quoteattr(title)}/></Name>"
-            + '<VersionInfo versionName="1"/>'
-            + f'<Classification classificationScheme="{_DOC_AUTHOR}" classifiedObject="{doc}" '
-            f'id="urn:uuid:{ids()}" nodeRepresentation="">'
-            + _slot("authorPerson", author)
-            + _slot("authorInstitution", "CHU SYNTHETIQUE^^^^^&1.2.250.1.71.4.2.2&ISO^IDNST^^^1999")
-            + _slot("authorSpecialty", "SM26^Médecine générale^1.2.250.1.213.1.1.4.5")
-            + "</Classification>"
-            + _code(_CLASS, doc, f"urn:uuid:{ids()}", class_code)
-            + _code(_CONF, doc, f"urn:uuid:{ids()}", _CONFIDENTIALITY)
-            + "".join(_code(_EVENT, doc, f"urn:uuid:{ids()}", e) for e in events)
-            + _code(_FORMAT, doc, f"urn:uuid:{ids()}", format_code)
-            + _code(_FACILITY, doc, f"urn:uuid:{ids()}", _FACILITY_CODE)
-            + _code(_PRACTICE, doc, f"urn:uuid:{ids()}", _PRACTICE_CODE)
-            + _code(_TYPE, doc, f"urn:uuid:{ids()}", type_code)
-            + _ext(_DOC_PID, doc, f"urn:uuid:{ids()}", patient_id, "XDSDocumentEntry.patientId")
-            + _ext(_DOC_UID, doc, f"urn:uuid:{ids()}", uid, "XDSDocumentEntry.uniqueId")
-            + "</ExtrinsicObject>"
+            (
+                f'<ExtrinsicObject {_NS} id="{doc}" mimeType="text/xml" '
+                f'objectType="{v.STABLE_DOCUMENT}" lid="{doc}">'
+                + _slot("creationTime", created)
+                + _slot("languageCode", "fr-FR")
+                + _slot("sourcePatientId", f"{self.seq}^^^&1.2.250.1.999.1.1.7898.2&ISO^PI")
+                + _slot("sourcePatientInfo", "PID-5|SYNTHETIQUE^PATIENT^^^^^L", "PID-7|19700101")
+                + _slot("serviceStartTime", start)
+                + _slot("serviceStopTime", stop)
+                + _slot("hash", sha1)
+                + _slot("size", str(size))
+                + _slot("repositoryUniqueId", REPOSITORY_UNIQUE_ID)
+                + f"<Name><LocalizedString value={quoteattr(title)}/></Name>"
+                + '<VersionInfo versionName="1"/>'
+                + f'<Classification classificationScheme="{_DOC_AUTHOR}" classifiedObject="{doc}" '
+                f'id="urn:uuid:{ids()}" nodeRepresentation="">'
+                + _slot("authorPerson", author)
+                + _slot(
+                    "authorInstitution", "CHU SYNTHETIQUE^^^^^&1.2.250.1.71.4.2.2&ISO^IDNST^^^1999"
+                )
+                + _slot("authorSpecialty", "SM26^Médecine générale^1.2.250.1.213.1.1.4.5")
+                + "</Classification>"
+                + _code(_CLASS, doc, f"urn:uuid:{ids()}", class_code)
+                + _code(_CONF, doc, f"urn:uuid:{ids()}", _CONFIDENTIALITY)
+                + "".join(_code(_EVENT, doc, f"urn:uuid:{ids()}", e) for e in events)
+                + _code(_FORMAT, doc, f"urn:uuid:{ids()}", format_code)
+                + _code(_FACILITY, doc, f"urn:uuid:{ids()}", _FACILITY_CODE)
+                + _code(_PRACTICE, doc, f"urn:uuid:{ids()}", _PRACTICE_CODE)
+                + _code(_TYPE, doc, f"urn:uuid:{ids()}", type_code)
+                + _ext(_DOC_PID, doc, f"urn:uuid:{ids()}", patient_id, "XDSDocumentEntry.patientId")
+                + _ext(_DOC_UID, doc, f"urn:uuid:{ids()}", uid, "XDSDocumentEntry.uniqueId")
+                + "</ExtrinsicObject>"
+            )
+            .encode("ascii", "xmlcharrefreplace")
+            .decode("ascii")
         )
         # Columns in _COLUMNS["document_entry"] order; \N is COPY's NULL.
         b["document_entry"].write(
