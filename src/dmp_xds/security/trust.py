@@ -143,10 +143,16 @@ class Validated:
 
     @property
     def xmlsec_key(self) -> xmlsec.Key:
-        """The leaf's public key for xmlsec, made once per validated chain."""
+        """The leaf's public key for xmlsec, made once per validated chain.
+
+        The bare key (SubjectPublicKeyInfo), not the certificate: xmlsec copies the key into
+        every verification context, and a key that carries its certificate costs 47 us to copy
+        against 1 us for the bare one. The certificate has been validated here already."""
         if not self._key:
-            der = self.leaf.public_bytes(serialization.Encoding.DER)
-            self._key.append(xmlsec.Key.from_memory(der, xmlsec.KeyFormat.CERT_DER))
+            der = self.leaf.public_key().public_bytes(
+                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+            self._key.append(xmlsec.Key.from_memory(der, xmlsec.KeyFormat.DER))
         return self._key[0]
 
 
