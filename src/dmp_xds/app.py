@@ -75,6 +75,7 @@ class Application:
             settings.database_url or "",
             connect_timeout_s=settings.db_connect_timeout_s,
             statement_timeout_ms=settings.db_statement_timeout_s * 1000,
+            prepare=settings.db_prepare,
         )
         self.store = open_store(settings.effective_store_url)
         self.limits = Limits(

@@ -24,6 +24,15 @@ def _int(name: str, default: int) -> int:
         raise ValueError(f"{name} must be an integer, got {raw!r}") from exc
 
 
+def _bool(name: str, default: bool) -> bool:
+    raw = _env(name, "true" if default else "false").strip().lower()
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{name} must be true or false, got {raw!r}")
+
+
 def _path(name: str) -> Path | None:
     value = os.environ.get(name)
     return Path(value) if value else None
@@ -109,6 +118,9 @@ class Settings:
     # Fail fast when PostgreSQL is unreachable or stuck (README "Operations").
     db_connect_timeout_s: int = 5
     db_statement_timeout_s: int = 30
+    # Hot statements planned once per connection (PREPARE); off behind PgBouncer in
+    # transaction mode, where a session's prepared statements are not the next transaction's.
+    db_prepare: bool = True
     max_body_bytes: int = 256 * 1024 * 1024
     max_xml_bytes: int = 32 * 1024 * 1024
     max_attachments: int = 5000
@@ -177,6 +189,7 @@ class Settings:
             db_statement_timeout_s=_int(
                 "DMP_XDS_DB_STATEMENT_TIMEOUT_S", cls.db_statement_timeout_s
             ),
+            db_prepare=_bool("DMP_XDS_DB_PREPARE", cls.db_prepare),
             max_body_bytes=_int("DMP_XDS_MAX_BODY_BYTES", cls.max_body_bytes),
             max_xml_bytes=_int("DMP_XDS_MAX_XML_BYTES", cls.max_xml_bytes),
             max_attachments=_int("DMP_XDS_MAX_ATTACHMENTS", cls.max_attachments),

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event, exc
+from sqlalchemy import Connection, CursorResult, Engine, Executable, create_engine, event, exc
+from sqlalchemy.dialects.postgresql import psycopg2
 from sqlalchemy.engine import make_url
 
 from ..resources import resource_dir
@@ -33,6 +35,7 @@ def make_engine(
     pool_size: int = 4,
     connect_timeout_s: int = 10,
     statement_timeout_ms: int | None = None,
+    prepare: bool = False,
 ) -> Engine:
     """An engine sized for one gunicorn sync worker (one request at a time, plus headroom).
 
@@ -55,6 +58,8 @@ def make_engine(
         connect_args=connect_args,
     )
     _ping_when_idle(engine)
+    if prepare:
+        event.listen(engine, "connect", _prepare_all)
     return engine
 
 
@@ -91,6 +96,63 @@ def _ping_when_idle(engine: Engine) -> None:
                 raise
         if not alive:
             raise exc.DisconnectionError("connection closed by the database")  # pool retries
+
+
+class PreparedStatement:
+    """A statement PostgreSQL plans once per connection instead of at every execution.
+
+    For the few statements run by nearly every call whose planning costs more than their
+    execution: the record gate's join of patient, record and authorisations plans in
+    0.22-0.28 ms and runs in 0.03 ms. Declared once at import (:func:`prepared`), prepared on
+    every new connection of an engine made with ``prepare=True`` (the server's, unless
+    ``DMP_XDS_DB_PREPARE=false``), and run as ``EXECUTE``; on any other connection (tools,
+    tests, PgBouncer in transaction mode) :meth:`execute` runs the statement itself. A
+    statement on a partitioned table gains nothing (its generic plan prunes at run time, at
+    about the cost of planning), so those are not declared here.
+    """
+
+    def __init__(self, name: str, statement: Executable) -> None:
+        compiled = statement.compile(dialect=psycopg2.dialect(paramstyle="numeric_dollar"))
+        self.name = name
+        self.statement = statement
+        self.prepare_sql = f"PREPARE {name} AS {compiled}"
+        order = compiled.positiontup or []
+        self.execute_sql = f"EXECUTE {name}({', '.join(f'%({p})s' for p in order)})"
+        # Constants the statement binds itself (a literal compared in a WHERE, say).
+        self.constants = {k: v for k, v in compiled.params.items() if v is not None}
+
+    def execute(self, conn: Connection, params: Mapping[str, Any]) -> CursorResult:
+        if self.name in conn.connection.info.get(_PREPARED, ()):
+            return conn.exec_driver_sql(self.execute_sql, {**self.constants, **params})
+        return conn.execute(self.statement, params)
+
+
+_DECLARED: dict[str, PreparedStatement] = {}
+_PREPARED = "dmp_xds_prepared"  # pool record info: the names prepared on that connection
+
+
+def prepared(name: str, statement: Executable) -> PreparedStatement:
+    """Declare a prepared statement (at import, before the server's engine connects)."""
+    if name in _DECLARED:
+        raise ValueError(f"prepared statement {name!r} declared twice")
+    _DECLARED[name] = PreparedStatement(name, statement)
+    return _DECLARED[name]
+
+
+def _prepare_all(dbapi_connection: Any, record: Any) -> None:
+    """On each new connection: PREPARE every declared statement (prepared statements live as
+    long as the session, whatever becomes of the transaction that made them)."""
+    try:
+        with dbapi_connection.cursor() as cursor:
+            for declared in _DECLARED.values():
+                cursor.execute(declared.prepare_sql)
+        dbapi_connection.commit()
+    except dbapi_connection.Error as error:  # a schema not migrated yet, say: run unprepared
+        dbapi_connection.rollback()
+        log.warning("statements not prepared", extra={"problem": str(error).strip()[:200]})
+        record.info[_PREPARED] = frozenset()
+        return
+    record.info[_PREPARED] = frozenset(_DECLARED)
 
 
 def migrate(url: str) -> None:
