@@ -20,10 +20,12 @@ clients (``client_cpu_ms`` each: VIHF signing, MTOM parsing, spooling) ran elsew
 Memory: after a warm-up (every worker has served documents), each worker's resident set is
 read (idle), its peak is reset (Linux ``clear_refs``), and during the window the resident sets
 are also sampled every 5 ms. ``rss_growth_mb`` is the sum over workers of (peak - idle);
-``mb_per_request`` divides it by the requests the server had in flight, min(clients, workers)
-(gunicorn sync workers serve one request at a time), and ``per_request_over_size`` compares
-that with the document size. The client (our XdsClient: MTOM parsed, attachment spooled to a
-temporary file then read) shares the machine's cores with the server.
+``mb_per_request`` is the largest growth of any one worker (a gunicorn sync worker serves one
+request at a time, so its growth is what one request costs it; dividing the sum by the requests
+in flight overstated it whenever there were more workers than clients, each worker growing in
+turn), and ``per_request_over_size`` compares that with the document size. The client (our
+XdsClient: MTOM parsed, attachment spooled to a temporary file then read) shares the machine's
+cores with the server.
 """
 
 from __future__ import annotations
@@ -164,7 +166,9 @@ def memory_window(srv: BenchServer) -> Iterator[dict[str, float]]:
             if pid in peak and reset:
                 peak[pid] = max(peak[pid], hwm)
         result["idle_rss_mb"] = sum(idle.values()) / 1024
-        result["rss_growth_mb"] = sum(max(0, peak[p] - idle[p]) for p in pids) / 1024
+        growth = [max(0, peak[p] - idle[p]) for p in pids]
+        result["rss_growth_mb"] = sum(growth) / 1024
+        result["worker_growth_max_mb"] = max(growth, default=0) / 1024
         result["peak_reset"] = float(reset)
 
 
@@ -208,8 +212,7 @@ def run(
     n_cpu = len(samples) + clients  # each client's warm-up call is in the CPU, not in n
     server_cpu_ms = (app_cpu + (pg_cpu or 0)) * 1000 / n_cpu
     server_side = summarise(srv.request_durations(offset, RETRIEVE))
-    in_flight = min(clients, workers)
-    per_request = memory["rss_growth_mb"] / in_flight
+    per_request = memory["worker_growth_max_mb"]
     return {
         "workers": workers,
         "clients": clients,
