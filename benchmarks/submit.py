@@ -29,9 +29,10 @@ one submission, each step timed alone (median):
 - transaction: one psycopg2 transaction, synchronous commit, inserting copies of the rows our
   server wrote for a real submission of the same message (read back from the database): 10 rows
   in 7 statements, submission_set 1, document_entry 1, association 1, object_locator 3,
-  unique_id_locator 2, audit_event 1, vihf_replay 1. (The server writes the same rows in one
-  transaction too, and also runs 5 reads and locks: the record gate, two advisory locks, the
-  uniqueId and entryUUID checks.)
+  unique_id_locator 2, audit_event 1, vihf_replay 1. (The server writes the same rows in two
+  transactions: the replay claim with asynchronous commit, then the registry rows and the audit
+  event; it also runs 5 reads and locks: the record gate, two advisory locks, the uniqueId and
+  entryUUID checks.)
 
 Not in the floor, reported beside it: the durable store write of the 20 KB document
 (``FileStore.put_bytes``: temporary file, fsync, link, fsync of the directory), which our path

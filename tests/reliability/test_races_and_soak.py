@@ -62,8 +62,8 @@ def test_same_unique_id_from_two_clients_one_wins(server, engine, test_pki) -> N
 def test_one_assertion_sent_at_once_on_several_calls_is_accepted_once(
     server, engine, test_pki
 ) -> None:
-    """The replay claim commits with the request's transaction (security/replay.py): calls
-    racing with the same VIHF wait on its row, and all but one are refused once it commits."""
+    """Calls racing with the same VIHF: the replay claim (security/replay.py) lets one
+    through and refuses the others, which store nothing."""
     patient_id = new_patient(engine)
     [header] = client(server.url, test_pki, patient_id).header_factory()  # type: ignore[misc]
     subs = [Submission(patient_id, [Doc(os.urandom(2000))]) for _ in range(6)]

@@ -4,6 +4,7 @@ can touch; DIRECTE through a trusted proxy and through our own TLS listener; har
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import urllib.parse
@@ -124,6 +125,22 @@ def test_replayed_vihf_is_refused(client_for, patient_id, server) -> None:
     assert again.fault is not None and again.fault.subcode == FAILED
     assert "already been used" in again.fault.reason
     assert any(r["check"] == "replay" for r in refused_lines(server))
+
+
+def test_assertion_of_a_failed_write_is_spent_too(client_for, patient_id, engine) -> None:
+    """The replay claim commits before the handler runs: a submission that fails (and rolls
+    back) still spends its assertion, which cannot then carry another body."""
+    doc = Doc(b"premier")
+    assert submit(client_for(patient_id), patient_id, doc).status == "Success"
+    client = client_for(patient_id)
+    [header] = client.header_factory()  # type: ignore[misc]
+    client.header_factory = lambda: [copy.deepcopy(header)]
+    failed = submit(client, patient_id, Doc(b"autre", unique_id=doc.unique_id))
+    assert failed.status == "Failure" and failed.error_codes, failed.errors
+    with pytest.raises(SoapFaultError) as caught:
+        client.stored_query(FIND, find_params(patient_id))
+    assert caught.value.fault.subcode == FAILED
+    assert "already been used" in caught.value.fault.reason
 
 
 def test_every_call_gets_a_new_assertion(client_for, patient_id) -> None:

@@ -20,9 +20,8 @@ Order, cheapest and least trusting first:
 5. the software's homologation number is on the configured list;
 6. last, the replay cache: only an assertion that passed everything consumes its id.
 
-Nothing here writes anything except the replay row, and only for an accepted assertion; on the
-request's connection, the row joins the request's transaction and commits with its audit
-event or its write (security/replay.py).
+Nothing here writes anything except the replay row, and only for an accepted assertion; it
+commits at once, before any handler runs (security/replay.py says why).
 """
 
 from __future__ import annotations
