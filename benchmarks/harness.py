@@ -30,6 +30,7 @@ from sqlalchemy import Connection, text
 
 from dmp_xds.client.vihf import VihfHeaders
 from dmp_xds.client.xds import XdsClient
+from dmp_xds.config import Settings
 from dmp_xds.patients import vocabulary as dv
 from dmp_xds.registry.database import EmbeddedPostgres, make_engine, migrate
 from dmp_xds.security.pki import PROFESSIONALS, TestPki
@@ -39,6 +40,8 @@ from tests.fixtures.records import open_record
 # in reinforced indirect mode (AIR): it may submit, search and read (policy/access.py).
 READER = "medecin"
 READER_ID = next(p.name_id for p in PROFESSIONALS if p.key == READER)
+# The repository the benchmark servers answer for (the server's own setting and default).
+REPOSITORY_UID = os.environ.get("DMP_XDS_REPOSITORY_UNIQUE_ID") or Settings.repository_unique_id
 
 RESULTS = Path(__file__).resolve().parent / "results"
 T = TypeVar("T")

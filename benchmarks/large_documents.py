@@ -31,10 +31,9 @@ from typing import Any
 
 from dmp_xds.client.xds import XdsClient
 
-from .harness import BenchServer, report, server, vihf
+from .harness import REPOSITORY_UID, BenchServer, report, server, vihf
 
 MIB = 1024 * 1024
-REPOSITORY_UID = os.environ.get("DMP_XDS_REPOSITORY_UNIQUE_ID", "1.2.250.1.999.1.1.1")
 
 
 # -- security ------------------------------------------------------------------------------------

@@ -33,9 +33,15 @@ from dmp_xds.client.xds import XdsClient
 from dmp_xds.metadata import vocabulary as v
 from dmp_xds.registry.database import make_engine, migrate
 
-from .harness import Prepared, capture, open_patient, postmaster_pid, tree_cpu_s, vihf
-
-REPOSITORY_UID = os.environ.get("DMP_XDS_REPOSITORY_UNIQUE_ID", "1.2.250.1.999.1.1.1")
+from .harness import (
+    REPOSITORY_UID,
+    Prepared,
+    capture,
+    open_patient,
+    postmaster_pid,
+    tree_cpu_s,
+    vihf,
+)
 
 
 def wsgi_call(app: Any, request: Prepared) -> bytes:

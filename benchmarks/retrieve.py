@@ -44,6 +44,7 @@ from typing import Any
 from dmp_xds.client.xds import XdsClient
 
 from .harness import (
+    REPOSITORY_UID,
     BenchServer,
     capture,
     drive,
@@ -56,7 +57,6 @@ from .harness import (
 )
 
 MIB = 1024 * 1024
-REPOSITORY_UID = os.environ.get("DMP_XDS_REPOSITORY_UNIQUE_ID", "1.2.250.1.999.1.1.1")
 RETRIEVE = "RetrieveDocumentSet"
 
 

@@ -8,7 +8,6 @@ server's cores' GIL).
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -17,7 +16,7 @@ from pathlib import Path
 from dmp_xds.client.xds import XdsClient
 from dmp_xds.metadata import vocabulary as v
 
-from .harness import BenchServer, report, server, summarise, vihf
+from .harness import REPOSITORY_UID, BenchServer, report, server, summarise, vihf
 
 # A real CDA R2 (7.5 KB lettre de liaison) whose header matches its metadata: the server checks.
 DOCUMENT_KIND = "ldl-ses"
@@ -36,7 +35,6 @@ def _worker(url: str, patient_id: str, n: int, pki_dir: str) -> dict[str, list[f
 
     client = _client(url, patient_id, pki_dir)
     timings: dict[str, list[float]] = {"ITI-41": [], "ITI-18": [], "ITI-43": []}
-    repository_uid = os.environ.get("DMP_XDS_REPOSITORY_UNIQUE_ID", "1.2.250.1.999.1.1.1")
     for _ in range(n):
         doc = cda_doc(DOCUMENT_KIND, patient_id)
         started = time.perf_counter()
@@ -53,7 +51,7 @@ def _worker(url: str, patient_id: str, n: int, pki_dir: str) -> dict[str, list[f
         timings["ITI-18"].append(time.perf_counter() - started)
         assert found.status == "Success"
         started = time.perf_counter()
-        got = client.retrieve([(repository_uid, doc.unique_id)])
+        got = client.retrieve([(REPOSITORY_UID, doc.unique_id)])
         timings["ITI-43"].append(time.perf_counter() - started)
         assert got.documents[0].content == doc.content
     return timings

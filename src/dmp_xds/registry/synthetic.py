@@ -120,6 +120,12 @@ class LoadReport:
         return self.rows / self.seconds if self.seconds else 0.0
 
 
+def _stored(xml: str) -> str:
+    """A fragment in the form ``register.fragment`` stores: ASCII, other characters as
+    character references."""
+    return xml.encode("ascii", "xmlcharrefreplace").decode("ascii")
+
+
 def _slot(name: str, *values: str) -> str:
     vals = "".join(f"<Value>{escape(x)}</Value>" for x in values)
     return f'<Slot name="{name}"><ValueList>{vals}</ValueList></Slot>'
@@ -217,26 +223,22 @@ class _Writer:
         ss_uid = self.unique_id()
         submitted = _dtm(rng)
         author = rng.choice(self.authors)
-        ss_xml = (
-            (
-                f'<RegistryPackage {_NS} id="{ss}">'
-                + _slot("submissionTime", submitted)
-                + '<Name><LocalizedString value="Lot synthétique"/></Name>'
-                + f'<Classification classificationScheme="{_SS_AUTHOR}" classifiedObject="{ss}" '
-                f'id="urn:uuid:{ids()}" nodeRepresentation="">'
-                + _slot("authorPerson", author)
-                + "</Classification>"
-                + _code(_SS_CONTENT, ss, f"urn:uuid:{ids()}", _CONTENT_TYPE)
-                + f'<Classification classificationNode="{_SS_NODE}" classifiedObject="{ss}" '
-                f'id="urn:uuid:{ids()}"/>'
-                + _ext(_SS_PID, ss, f"urn:uuid:{ids()}", patient_id, "XDSSubmissionSet.patientId")
-                + _ext(_SS_SRC, ss, f"urn:uuid:{ids()}", SOURCE_ID, "XDSSubmissionSet.sourceId")
-                + _ext(_SS_UID, ss, f"urn:uuid:{ids()}", ss_uid, "XDSSubmissionSet.uniqueId")
-                + "</RegistryPackage>"
-            )
-            .encode("ascii", "xmlcharrefreplace")
-            .decode("ascii")
-        )  # as register.fragment stores
+        ss_xml = _stored(
+            f'<RegistryPackage {_NS} id="{ss}">'
+            + _slot("submissionTime", submitted)
+            + '<Name><LocalizedString value="Lot synthétique"/></Name>'
+            + f'<Classification classificationScheme="{_SS_AUTHOR}" classifiedObject="{ss}" '
+            f'id="urn:uuid:{ids()}" nodeRepresentation="">'
+            + _slot("authorPerson", author)
+            + "</Classification>"
+            + _code(_SS_CONTENT, ss, f"urn:uuid:{ids()}", _CONTENT_TYPE)
+            + f'<Classification classificationNode="{_SS_NODE}" classifiedObject="{ss}" '
+            f'id="urn:uuid:{ids()}"/>'
+            + _ext(_SS_PID, ss, f"urn:uuid:{ids()}", patient_id, "XDSSubmissionSet.patientId")
+            + _ext(_SS_SRC, ss, f"urn:uuid:{ids()}", SOURCE_ID, "XDSSubmissionSet.sourceId")
+            + _ext(_SS_UID, ss, f"urn:uuid:{ids()}", ss_uid, "XDSSubmissionSet.uniqueId")
+            + "</RegistryPackage>"
+        )
         b["submission_set"].write(
             f"{key}\t{ss[9:]}\t{ss_uid}\t{SOURCE_ID}\t{v.APPROVED}\t{submitted}\t"
             f"{_key(_CONTENT_TYPE)}\t{_pg_array([author])}\t{ss_xml}\n"
@@ -272,42 +274,36 @@ class _Writer:
         sha1 = secrets.token_hex(20)
         size = rng.randint(2_000, 60_000)
         title = f"Document {self.seq}"
-        xml = (
-            (
-                f'<ExtrinsicObject {_NS} id="{doc}" mimeType="text/xml" '
-                f'objectType="{v.STABLE_DOCUMENT}" lid="{doc}">'
-                + _slot("creationTime", created)
-                + _slot("languageCode", "fr-FR")
-                + _slot("sourcePatientId", f"{self.seq}^^^&1.2.250.1.999.1.1.7898.2&ISO^PI")
-                + _slot("sourcePatientInfo", "PID-5|SYNTHETIQUE^PATIENT^^^^^L", "PID-7|19700101")
-                + _slot("serviceStartTime", start)
-                + _slot("serviceStopTime", stop)
-                + _slot("hash", sha1)
-                + _slot("size", str(size))
-                + _slot("repositoryUniqueId", REPOSITORY_UNIQUE_ID)
-                + f"<Name><LocalizedString value={quoteattr(title)}/></Name>"
-                + '<VersionInfo versionName="1"/>'
-                + f'<Classification classificationScheme="{_DOC_AUTHOR}" classifiedObject="{doc}" '
-                f'id="urn:uuid:{ids()}" nodeRepresentation="">'
-                + _slot("authorPerson", author)
-                + _slot(
-                    "authorInstitution", "CHU SYNTHETIQUE^^^^^&1.2.250.1.71.4.2.2&ISO^IDNST^^^1999"
-                )
-                + _slot("authorSpecialty", "SM26^Médecine générale^1.2.250.1.213.1.1.4.5")
-                + "</Classification>"
-                + _code(_CLASS, doc, f"urn:uuid:{ids()}", class_code)
-                + _code(_CONF, doc, f"urn:uuid:{ids()}", _CONFIDENTIALITY)
-                + "".join(_code(_EVENT, doc, f"urn:uuid:{ids()}", e) for e in events)
-                + _code(_FORMAT, doc, f"urn:uuid:{ids()}", format_code)
-                + _code(_FACILITY, doc, f"urn:uuid:{ids()}", _FACILITY_CODE)
-                + _code(_PRACTICE, doc, f"urn:uuid:{ids()}", _PRACTICE_CODE)
-                + _code(_TYPE, doc, f"urn:uuid:{ids()}", type_code)
-                + _ext(_DOC_PID, doc, f"urn:uuid:{ids()}", patient_id, "XDSDocumentEntry.patientId")
-                + _ext(_DOC_UID, doc, f"urn:uuid:{ids()}", uid, "XDSDocumentEntry.uniqueId")
-                + "</ExtrinsicObject>"
-            )
-            .encode("ascii", "xmlcharrefreplace")
-            .decode("ascii")
+        xml = _stored(
+            f'<ExtrinsicObject {_NS} id="{doc}" mimeType="text/xml" '
+            f'objectType="{v.STABLE_DOCUMENT}" lid="{doc}">'
+            + _slot("creationTime", created)
+            + _slot("languageCode", "fr-FR")
+            + _slot("sourcePatientId", f"{self.seq}^^^&1.2.250.1.999.1.1.7898.2&ISO^PI")
+            + _slot("sourcePatientInfo", "PID-5|SYNTHETIQUE^PATIENT^^^^^L", "PID-7|19700101")
+            + _slot("serviceStartTime", start)
+            + _slot("serviceStopTime", stop)
+            + _slot("hash", sha1)
+            + _slot("size", str(size))
+            + _slot("repositoryUniqueId", REPOSITORY_UNIQUE_ID)
+            + f"<Name><LocalizedString value={quoteattr(title)}/></Name>"
+            + '<VersionInfo versionName="1"/>'
+            + f'<Classification classificationScheme="{_DOC_AUTHOR}" classifiedObject="{doc}" '
+            f'id="urn:uuid:{ids()}" nodeRepresentation="">'
+            + _slot("authorPerson", author)
+            + _slot("authorInstitution", "CHU SYNTHETIQUE^^^^^&1.2.250.1.71.4.2.2&ISO^IDNST^^^1999")
+            + _slot("authorSpecialty", "SM26^Médecine générale^1.2.250.1.213.1.1.4.5")
+            + "</Classification>"
+            + _code(_CLASS, doc, f"urn:uuid:{ids()}", class_code)
+            + _code(_CONF, doc, f"urn:uuid:{ids()}", _CONFIDENTIALITY)
+            + "".join(_code(_EVENT, doc, f"urn:uuid:{ids()}", e) for e in events)
+            + _code(_FORMAT, doc, f"urn:uuid:{ids()}", format_code)
+            + _code(_FACILITY, doc, f"urn:uuid:{ids()}", _FACILITY_CODE)
+            + _code(_PRACTICE, doc, f"urn:uuid:{ids()}", _PRACTICE_CODE)
+            + _code(_TYPE, doc, f"urn:uuid:{ids()}", type_code)
+            + _ext(_DOC_PID, doc, f"urn:uuid:{ids()}", patient_id, "XDSDocumentEntry.patientId")
+            + _ext(_DOC_UID, doc, f"urn:uuid:{ids()}", uid, "XDSDocumentEntry.uniqueId")
+            + "</ExtrinsicObject>"
         )
         # Columns in _COLUMNS["document_entry"] order; \N is COPY's NULL.
         b["document_entry"].write(

@@ -266,14 +266,17 @@ class Professional:
         return f"{self.family_name} {self.given_name}"
 
 
+_MEDECIN = ("10", PROFESSION_SYSTEM, "Médecin")
+_GENERAL_PRACTICE = ("SM26", SPECIALTY_SYSTEM, "Qualifié en Médecine Générale (SM)")
+
 PROFESSIONALS = (
     Professional(
         "medecin",
         "899900000011",
         "MEDECIN",
         "CLAIRE",
-        ("10", PROFESSION_SYSTEM, "Médecin"),
-        ("SM26", SPECIALTY_SYSTEM, "Qualifié en Médecine Générale (SM)"),
+        _MEDECIN,
+        _GENERAL_PRACTICE,
     ),
     Professional(
         "infirmier", "899900000029", "INFIRMIER", "PAUL", ("60", PROFESSION_SYSTEM, "Infirmier")
@@ -284,8 +287,8 @@ PROFESSIONALS = (
         "899900000045",
         "GENERALISTE",
         "JEAN",
-        ("10", PROFESSION_SYSTEM, "Médecin"),
-        ("SM26", SPECIALTY_SYSTEM, "Qualifié en Médecine Générale (SM)"),
+        _MEDECIN,
+        _GENERAL_PRACTICE,
     ),
     Professional(
         "sage-femme",
@@ -300,7 +303,7 @@ PROFESSIONALS = (
         "899900000052",
         "TRAVAIL",
         "MARC",
-        ("10", PROFESSION_SYSTEM, "Médecin"),
+        _MEDECIN,
         ("SM25", SPECIALTY_SYSTEM, "Médecine du travail (SM)"),
     ),
 )
