@@ -16,6 +16,7 @@ from sqlalchemy import Connection
 
 from .audit.trail import AuditEvent, record
 from .metadata.datatypes import PatientId
+from .registry.database import autocommit, begin_transaction
 from .security.principal import Principal
 from .soap.envelope import SoapRequest
 from .soap.mtom import OutPart
@@ -42,9 +43,10 @@ class Call:
 
     def reading(self) -> AbstractContextManager[Connection]:
         """The connection for a read (``with call.reading() as conn``; the block does not
-        close it): what the handler reads and the read's audit event, which the application
-        records next, share one transaction and one commit."""
-        return nullcontext(self._db())
+        close it), in autocommit mode: each statement, and the read's audit event that the
+        application records next, commits on its own, with no BEGIN or COMMIT round trip
+        (registry/database.py ``autocommit`` says why a read loses nothing)."""
+        return nullcontext(autocommit(self._db()))
 
     def _db(self) -> Connection:
         if self.db is None:
@@ -53,8 +55,9 @@ class Call:
 
     def writing(self) -> AbstractContextManager[Connection]:
         """A transaction for a write, committed when the block ends (with the event that
-        :meth:`audit_success` records in it), rolled back if it raises. Reads made before
-        it on :meth:`reading` belong to the same transaction."""
+        :meth:`audit_success` records in it), rolled back if it raises. What a write reads
+        (its checks, row locks) it reads inside the block: reads made before it on
+        :meth:`reading` have committed on their own."""
         return _transaction(self._db())
 
     def audit_success(self, conn: Connection, objects: list[str]) -> None:
@@ -100,8 +103,7 @@ class Reply:
 
 @contextmanager
 def _transaction(db: Connection) -> Iterator[Connection]:
-    if not db.in_transaction():
-        db.begin()
+    begin_transaction(db)
     try:
         yield db
     except BaseException:

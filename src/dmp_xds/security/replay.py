@@ -16,6 +16,8 @@ import time
 
 from sqlalchemy import Column, Connection, DateTime, Engine, MetaData, Table, Text, delete, text
 
+from ..registry.database import autocommit
+
 _metadata = MetaData()
 vihf_replay = Table(
     "vihf_replay",
@@ -40,19 +42,21 @@ class ReplayCache:
     ) -> bool:
         """Record ``assertion_id`` until ``expires_at``; False when it was seen before.
 
-        The claim commits at once, in a transaction of its own on ``conn`` (the request's
-        connection) or on a connection of the engine's: an accepted assertion is spent whatever
-        becomes of its request. Joining the request's transaction would save a BEGIN and a
-        COMMIT, but a write that fails (rolled back) or a request that crashes would leave the
-        assertion usable again, and a VIHF is not bound to the body it came with.
+        The claim commits at once, in autocommit mode (one round trip), on ``conn`` (the
+        request's connection, which is left in that mode) or on a connection of the engine's:
+        an accepted assertion is spent whatever becomes of its request. It never joins the
+        request's transaction: a write that fails (rolled back) or a request that crashes
+        would leave the assertion usable again, and a VIHF is not bound to the body it came
+        with.
         """
         with contextlib.ExitStack() as stack:
             if conn is None:
                 conn = stack.enter_context(self.engine.connect())
-            with conn.begin():
-                claimed = conn.execute(
-                    _CLAIM, {"id": assertion_id, "expires": expires_at, "now": now}
-                ).first()
+            claimed = (
+                autocommit(conn)
+                .execute(_CLAIM, {"id": assertion_id, "expires": expires_at, "now": now})
+                .first()
+            )
         if time.monotonic() - self._last_purge >= self.purge_every_s:
             # In a short transaction of its own, on a connection of its own.
             self._last_purge = time.monotonic()
