@@ -22,7 +22,10 @@ bigints: two keys equal modulo 2**32 only make one removal wait for the other's 
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, bindparam, func, select
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import Connection, CursorResult, TextClause, func, select, text
 
 LOCK_CLASS = 0x7864_7370
 """Class id of patient-record locks (first key of the two-integer advisory lock form)."""
@@ -34,13 +37,30 @@ def _object_id(patient_key: int) -> int:
     return value - (1 << 32) if value >= 1 << 31 else value
 
 
-def hold_for_write(conn: Connection, patient_key: int) -> None:
-    """A submission's shared hold on the record, until ``conn``'s transaction ends."""
-    conn.execute(_HOLD_SHARED, {"key": _object_id(patient_key)})
+def hold_for_write(
+    conn: Connection,
+    patient_key: int,
+    then: TextClause | None = None,
+    params: Mapping[str, Any] | None = None,
+) -> CursorResult:
+    """A submission's shared hold on the record, until ``conn``'s transaction ends.
+
+    ``then``: the submission's first read of the record, sent with the hold in one round trip
+    (PostgreSQL runs the two in order, and READ COMMITTED gives the read a snapshot taken
+    after the hold); its result is returned."""
+    statement = _HOLD_SHARED
+    if then is not None:
+        if then.text not in _THEN:
+            _THEN[then.text] = text(f"{_HOLD_SQL}; {then.text}")
+        statement = _THEN[then.text]
+    hold = {"lock_class": LOCK_CLASS, "lock_key": _object_id(patient_key)}
+    return conn.execute(statement, {**(params or {}), **hold})
 
 
 # Built once: every submission takes it.
-_HOLD_SHARED = select(func.pg_advisory_xact_lock_shared(LOCK_CLASS, bindparam("key")))
+_HOLD_SQL = "SELECT pg_advisory_xact_lock_shared(:lock_class, :lock_key)"
+_HOLD_SHARED = text(_HOLD_SQL)
+_THEN: dict[str, TextClause] = {}
 
 
 def hold_for_removal(conn: Connection, patient_key: int) -> None:

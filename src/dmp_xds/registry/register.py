@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lxml import etree
-from sqlalchemy import Connection, select, text, update
+from sqlalchemy import Connection, Table, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
 
@@ -26,6 +26,7 @@ from ..metadata.ebrim import rim, set_slot
 from ..metadata.model import Association, DocumentEntry, Folder, Submission, SubmissionSet
 from . import patient_lock
 from . import tables as t
+from .database import insert_rows
 from .queries import any_of, document_facts, patient_key
 
 
@@ -105,10 +106,58 @@ def submission_patient_key(
                 f"{ss.label} / patientId",
             )
         )
-    else:
-        # Before any check reads the record: a concurrent ITI-62 removal waits (patient_lock).
-        patient_lock.hold_for_write(conn, key)
     return key
+
+
+@dataclass(frozen=True, slots=True)
+class Taken:
+    """What of a submission the registry holds already: (kind, uniqueId, patient key) of its
+    uniqueIds, and its entryUUIDs."""
+
+    unique_ids: list[tuple[str, str, int]]
+    uuids: list[uuid.UUID]
+
+
+def read_taken(
+    conn: Connection, key: int | None, sub: Submission, unique: Submission | None = None
+) -> Taken:
+    """The first read of a submission's checks: which uniqueIds (of ``unique``'s objects,
+    ``sub``'s by default) and entryUUIDs (of ``sub``'s) are taken, in one round trip with the
+    patient's shared hold when the patient is known (before any check reads the record, so a
+    concurrent ITI-62 removal waits: patient_lock)."""
+    owners = unique or sub
+    wanted = list(
+        dict.fromkeys(
+            (type(o).__name__, o.unique_id)
+            for o in (*owners.documents, *owners.submission_sets, *owners.folders)
+            if o.unique_id
+        )
+    )
+    params = {
+        "kinds": [kind for kind, _ in wanted],
+        "ids": [unique_id for _, unique_id in wanted],
+        "uuids": [as_uuid(o.id) for o in sub.objects() if is_uuid_urn(o.id)],
+    }
+    if key is None:
+        rows = conn.execute(_TAKEN, params).all()
+    else:
+        rows = patient_lock.hold_for_write(conn, key, _TAKEN, params).all()
+    return Taken(
+        [(r.kind, r.unique_id, r.patient_key) for r in rows if r.kind is not None],
+        [r.entry_uuid for r in rows if r.kind is None],
+    )
+
+
+# By (kind, uniqueId) pairs, the locator's key (a uniqueId alone would scan the whole table),
+# and by entryUUID, in one statement built once whatever the submission's size.
+_TAKEN = text(
+    "SELECT l.kind, l.unique_id, l.patient_key, NULL::uuid AS entry_uuid"
+    " FROM unique_id_locator l"
+    " JOIN unnest(CAST(:kinds AS text[]), CAST(:ids AS text[])) AS w(kind, unique_id)"
+    " ON l.kind = w.kind AND l.unique_id = w.unique_id"
+    " UNION ALL SELECT NULL, NULL, NULL, o.entry_uuid FROM object_locator o"
+    " WHERE o.entry_uuid = ANY(CAST(:uuids AS uuid[]))"
+)
 
 
 def check(
@@ -129,8 +178,9 @@ def check(
     """
     errors = list(prior_errors)
     key = submission_patient_key(conn, sub, errors, patient_key)
-    errors += check_unique_ids(conn, sub)
-    existing = check_references(conn, sub, key, errors, hidden)
+    taken = read_taken(conn, key, sub)
+    errors += check_unique_ids(conn, sub, taken)
+    existing = check_references(conn, sub, key, errors, taken, hidden)
     if errors or key is None:
         raise XdsFailure(errors)
     return Checked(sub, key, existing)
@@ -149,19 +199,17 @@ def write(
     submission_time = ss.submission_time or ""
     for assoc in sub.associations:
         assoc.element.set("status", v.APPROVED)
+    keys = content_keys or {}
     try:
-        insert_submission_set(conn, key, ss)
-        # One statement per table, whatever the batch size (an EAI pushes thousands).
-        if sub.documents:
-            rows = [document_row(key, d, (content_keys or {}).get(d.id)) for d in sub.documents]
-            # One row is a plain insert: a list, even of one, takes SQLAlchemy's multi-row path.
-            conn.execute(_INSERT["document_entry"], rows[0] if len(rows) == 1 else rows)
-        for fol in sub.folders:
-            _insert_folder(conn, key, fol, submission_time)
-        if sub.associations:
-            links = [association_row(key, a) for a in sub.associations]
-            conn.execute(_INSERT["association"], links[0] if len(links) == 1 else links)
-        insert_locators(conn, key, sub)
+        # Every table in one round trip, whatever the batch size (an EAI pushes thousands).
+        insert_rows(
+            conn,
+            (t.submission_set, [submission_set_row(key, ss)]),
+            (t.document_entry, [document_row(key, d, keys.get(d.id)) for d in sub.documents]),
+            (t.folder, [folder_row(key, f, submission_time) for f in sub.folders]),
+            (t.association, [association_row(key, a) for a in sub.associations]),
+            *locator_rows(key, sub),
+        )
     except IntegrityError as exc:
         # A concurrent submission took a uniqueId or entryUUID between our check and insert.
         raise XdsFailure(
@@ -187,20 +235,14 @@ def register(
     write(conn, check(conn, sub, prior_errors, patient_key=patient_key, hidden=hidden))
 
 
-def check_unique_ids(conn: Connection, sub: Submission) -> list[XdsError]:
+def check_unique_ids(conn: Connection, sub: Submission, taken: Taken) -> list[XdsError]:
     wanted = (
         {("DocumentEntry", d.unique_id): d for d in sub.documents if d.unique_id}
         | {("SubmissionSet", s.unique_id): s for s in sub.submission_sets if s.unique_id}
         | {("Folder", f.unique_id): f for f in sub.folders if f.unique_id}
     )
-    if not wanted:
-        return []
-    found = conn.execute(
-        _TAKEN_UNIQUE_IDS,
-        {"kinds": [kind for kind, _ in wanted], "ids": [unique_id for _, unique_id in wanted]},
-    ).all()
     errors: list[XdsError] = []
-    for kind, unique_id, pkey in found:
+    for kind, unique_id, pkey in taken.unique_ids:
         obj = wanted.get((kind, unique_id))
         if obj is None:
             continue
@@ -215,15 +257,6 @@ def check_unique_ids(conn: Connection, sub: Submission) -> list[XdsError]:
                 )
             )
     return errors
-
-
-# By (kind, uniqueId) pairs, the locator's key (a uniqueId alone would scan the whole table),
-# in one statement built once whatever the submission's size.
-_TAKEN_UNIQUE_IDS = text(
-    "SELECT l.kind, l.unique_id, l.patient_key FROM unique_id_locator l"
-    " JOIN unnest(CAST(:kinds AS text[]), CAST(:ids AS text[])) AS w(kind, unique_id)"
-    " ON l.kind = w.kind AND l.unique_id = w.unique_id"
-)
 
 
 def _document_duplicate(conn: Connection, doc: DocumentEntry, pkey: int) -> list[XdsError]:
@@ -265,6 +298,7 @@ def check_references(
     sub: Submission,
     key: int | None,
     errors: list[XdsError],
+    taken: Taken,
     hidden: Callable[[Any], bool] | None = None,
 ) -> dict[str, Existing]:
     """Resolve association ends that are not in the submission; report the unusable ones.
@@ -274,9 +308,7 @@ def check_references(
     exactly as ids that are not in the registry, so that naming a document (to replace it,
     say, which deprecates it) neither reaches nor reveals one the caller could not see."""
     local = {o.id for o in sub.objects()}
-    new_ids = [as_uuid(o.id) for o in sub.objects() if is_uuid_urn(o.id)]
-    clash = conn.execute(_TAKEN_UUIDS, {"ids": new_ids}).scalars().all()
-    for entry in clash:
+    for entry in taken.uuids:
         errors.append(
             XdsError(
                 ErrorCode.REGISTRY_METADATA,
@@ -361,47 +393,27 @@ def check_references(
 
 
 # Built once, the statements of every submission.
-_TAKEN_UUIDS = select(t.object_locator.c.entry_uuid).where(
-    any_of(t.object_locator.c.entry_uuid, "ids")
-)
 _LOCATED = select(
     t.object_locator.c.entry_uuid, t.object_locator.c.patient_key, t.object_locator.c.kind
 ).where(any_of(t.object_locator.c.entry_uuid, "ids"))
-_INSERT = {table.name: table.insert() for table in t.KIND_TABLES.values()}
 
 
 def _codes(codes: list) -> list[str]:
     return [c.key for c in codes]
 
 
-def insert_submission_set(conn: Connection, key: int, ss: SubmissionSet) -> None:
-    conn.execute(
-        _INSERT["submission_set"],
-        {
-            "patient_key": key,
-            "entry_uuid": as_uuid(ss.id),
-            "unique_id": ss.unique_id,
-            "source_id": ss.source_id,
-            "status": v.APPROVED,
-            "submission_time": dtm_key(ss.submission_time or ""),
-            "content_type_code": ss.content_type_code.key if ss.content_type_code else None,
-            "author_persons": [a.person for a in ss.authors if a.person],
-            "ebrim": fragment(ss.element),
-        },
-    )
-
-
-def insert_document(
-    conn: Connection,
-    key: int,
-    doc: DocumentEntry,
-    content_sha256: str | None,
-    *,
-    version: int = 1,
-    status: str = v.APPROVED,
-) -> None:
-    """One DocumentEntry row (``version`` > 1 for ITI-57 updates, which keep the lid)."""
-    conn.execute(_INSERT["document_entry"], document_row(key, doc, content_sha256, version, status))
+def submission_set_row(key: int, ss: SubmissionSet) -> dict[str, object]:
+    return {
+        "patient_key": key,
+        "entry_uuid": as_uuid(ss.id),
+        "unique_id": ss.unique_id,
+        "source_id": ss.source_id,
+        "status": v.APPROVED,
+        "submission_time": dtm_key(ss.submission_time or ""),
+        "content_type_code": ss.content_type_code.key if ss.content_type_code else None,
+        "author_persons": [a.person for a in ss.authors if a.person],
+        "ebrim": fragment(ss.element),
+    }
 
 
 def document_row(
@@ -445,27 +457,21 @@ def document_row(
     )
 
 
-def _insert_folder(conn: Connection, key: int, fol: Folder, submission_time: str) -> None:
+def folder_row(key: int, fol: Folder, submission_time: str) -> dict[str, object]:
     lid = fol.lid or fol.id
     fol.element.set("lid", lid)
     set_slot(fol.element, "lastUpdateTime", [submission_time])
-    conn.execute(
-        t.folder.insert().values(
-            patient_key=key,
-            entry_uuid=as_uuid(fol.id),
-            logical_id=as_uuid(lid),
-            version=1,
-            unique_id=fol.unique_id,
-            status=v.APPROVED,
-            codes=_codes(fol.codes),
-            last_update_time=dtm_key(submission_time),
-            ebrim=fragment(fol.element),
-        )
-    )
-
-
-def insert_association(conn: Connection, key: int, assoc: Association) -> None:
-    conn.execute(_INSERT["association"], association_row(key, assoc))
+    return {
+        "patient_key": key,
+        "entry_uuid": as_uuid(fol.id),
+        "logical_id": as_uuid(lid),
+        "version": 1,
+        "unique_id": fol.unique_id,
+        "status": v.APPROVED,
+        "codes": _codes(fol.codes),
+        "last_update_time": dtm_key(submission_time),
+        "ebrim": fragment(fol.element),
+    }
 
 
 def association_row(key: int, assoc: Association) -> dict[str, object]:
@@ -480,42 +486,28 @@ def association_row(key: int, assoc: Association) -> dict[str, object]:
     }
 
 
-def insert_locators(
-    conn: Connection, key: int, sub: Submission, *, new_unique_ids: bool = True
-) -> None:
+def locator_rows(
+    key: int, sub: Submission, *, new_unique_ids: bool = True
+) -> list[tuple[Table, list[dict[str, object]]]]:
     """Locator rows for every object; uniqueIds only for new objects (an ITI-57 version
     shares its uniqueId with the versions before it)."""
-    objects = list(sub.objects())
-    conn.execute(
-        _LOCATE_OBJECTS,
-        {
-            "key": key,
-            "ids": [str(as_uuid(o.id)) for o in objects],
-            "kinds": [type(o).__name__ for o in objects],
-        },
-    )
     owners = (*sub.submission_sets, *sub.documents, *sub.folders) if new_unique_ids else ()
-    if owners:
-        conn.execute(
-            _LOCATE_UNIQUE_IDS,
-            {
-                "key": key,
-                "kinds": [type(o).__name__ for o in owners],
-                "ids": [o.unique_id for o in owners],
-            },
-        )
-
-
-# One statement each whatever the number of objects, built once: rows from bound arrays
-# (SQLAlchemy's multi-row VALUES would render a new statement for every size of submission).
-_LOCATE_OBJECTS = text(
-    "INSERT INTO object_locator (entry_uuid, patient_key, kind)"
-    " SELECT u, :key, k FROM unnest(CAST(:ids AS uuid[]), CAST(:kinds AS text[])) AS w(u, k)"
-)
-_LOCATE_UNIQUE_IDS = text(
-    "INSERT INTO unique_id_locator (kind, unique_id, patient_key)"
-    " SELECT k, u, :key FROM unnest(CAST(:kinds AS text[]), CAST(:ids AS text[])) AS w(k, u)"
-)
+    return [
+        (
+            t.object_locator,
+            [
+                {"entry_uuid": as_uuid(o.id), "patient_key": key, "kind": type(o).__name__}
+                for o in sub.objects()
+            ],
+        ),
+        (
+            t.unique_id_locator,
+            [
+                {"kind": type(o).__name__, "unique_id": o.unique_id, "patient_key": key}
+                for o in owners
+            ],
+        ),
+    ]
 
 
 def _apply_relationships(conn: Connection, key: int, sub: Submission) -> None:

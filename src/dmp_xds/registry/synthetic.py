@@ -9,7 +9,7 @@ LeafClass fragments in the shape ``register.fragment`` produces, through Postgre
 
 Each document gets its own fragment rendered from one template with its own entryUUID,
 uniqueId, patient, times, codes and author, and the typed columns hold exactly what
-``register.insert_document`` would derive from that fragment, so every stored query answers over
+``register.document_row`` would derive from that fragment, so every stored query answers over
 loaded rows as over submitted ones. There are no document bytes: ``content_sha256`` is NULL
 (ITI-43 of a synthetic document answers XDSMissingDocument; the registry side is what is
 measured here).

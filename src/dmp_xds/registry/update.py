@@ -27,17 +27,19 @@ from ..metadata import vocabulary as v
 from ..metadata.ebrim import slot_values
 from ..metadata.model import Association, DocumentEntry, Submission
 from . import tables as t
+from .database import insert_rows
 from .queries import DOCUMENT_FACT_COLUMNS, document_facts
 from .register import (
     Existing,
     as_uuid,
+    association_row,
     check_references,
     check_unique_ids,
-    insert_association,
-    insert_document,
-    insert_locators,
-    insert_submission_set,
+    document_row,
+    locator_rows,
+    read_taken,
     submission_patient_key,
+    submission_set_row,
 )
 
 _VERSION_SLOTS = {"SubmissionSetStatus", "PreviousVersion", "AssociationPropagation"}
@@ -106,8 +108,9 @@ def plan_update(
         folders=sub.folders,
         associations=[a for a in sub.associations if a.type != v.UPDATE_AVAILABILITY_STATUS],
     )
-    errors += check_unique_ids(conn, others)
-    existing = check_references(conn, sub, key, errors, hidden)
+    taken = read_taken(conn, key, sub, others)
+    errors += check_unique_ids(conn, others, taken)
+    existing = check_references(conn, sub, key, errors, taken, hidden)
     versions = _new_versions(conn, key, sub, errors, hidden)
     changes = _status_changes(sub, existing, errors)
     if errors:
@@ -120,21 +123,23 @@ def apply_update(conn: Connection, plan: UpdatePlan) -> None:
     """Write a checked plan in the transaction that checked it."""
     key, sub, versions, changes = plan.key, plan.submission, plan.versions, plan.changes
     ss = sub.submission_sets[0]
-    insert_submission_set(conn, key, ss)
     for change in changes:
         _apply_status(conn, key, change)
-    for new in versions:
-        _apply_version(conn, key, new)
+    documents = [_apply_version(conn, key, new) for new in versions]
     for assoc in sub.associations:
         assoc.element.set("status", v.APPROVED)
-        insert_association(conn, key, assoc)
-    insert_locators(
+    # The new rows in one round trip (register.write says why).
+    insert_rows(
         conn,
-        key,
-        Submission(submission_sets=sub.submission_sets, associations=sub.associations),
+        (t.submission_set, [submission_set_row(key, ss)]),
+        (t.document_entry, documents),
+        (t.association, [association_row(key, a) for a in sub.associations]),
+        *locator_rows(
+            key,
+            Submission(submission_sets=sub.submission_sets, associations=sub.associations),
+        ),
+        *locator_rows(key, Submission(documents=sub.documents), new_unique_ids=False),
     )
-    if sub.documents:
-        insert_locators(conn, key, Submission(documents=sub.documents), new_unique_ids=False)
 
 
 def _read_targets(conn: Connection, key: int, changes: list[StatusChange]) -> None:
@@ -295,7 +300,8 @@ def _apply_status(conn: Connection, key: int, change: StatusChange) -> None:
         raise XdsFailure(_op_error("the object's status changed concurrently", change.assoc.label))
 
 
-def _apply_version(conn: Connection, key: int, new: NewVersion) -> None:
+def _apply_version(conn: Connection, key: int, new: NewVersion) -> dict[str, object]:
+    """Deprecate the latest version; the new version's row, to insert."""
     de = t.document_entry
     doc, previous = new.doc, new.previous
     done = conn.execute(
@@ -317,6 +323,4 @@ def _apply_version(conn: Connection, key: int, new: NewVersion) -> None:
             )
         )
     version = previous.version + 1
-    insert_document(
-        conn, key, doc, previous.content_sha256, version=version, status=previous.status
-    )
+    return document_row(key, doc, previous.content_sha256, version, previous.status)
