@@ -213,6 +213,46 @@ def test_validated_chains_are_cached_but_not_past_expiry(test_pki, spare_key) ->
     assert "expired" in refused(store, short, now=NOW + dt.timedelta(seconds=31))
 
 
+def _der(cert) -> bytes:
+    return cert.public_bytes(serialization.Encoding.DER)
+
+
+def test_chains_as_received_are_cached_by_their_bytes(test_pki, spare_key, tmp_path) -> None:
+    """validate_der (the VIHF's KeyInfo, as it came): the same verdicts as validate, in any
+    order of the chain; a chain seen before is answered from the cache, until it expires or
+    the CRLs change."""
+    root = P.create_ca(P.name(CN="root for DER chains"), key=test_pki.ca.key, path_length=1)
+    intermediate = P.create_ca(P.name(CN="DER intermediate"), key=spare_key, issuer=root)
+    leaf = P.issue(
+        intermediate,
+        P.name(CN="DER leaf"),
+        key=test_pki.server.key,
+        not_before=NOW - dt.timedelta(hours=1),
+        not_after=NOW + dt.timedelta(seconds=30),
+    )
+    folder = _crl_dir(tmp_path, P.create_crl(intermediate))
+    store = TrustStore([root.cert], CrlSet(folder, reload_s=0))
+    chain = [_der(intermediate.cert), _der(leaf.cert)]  # leaf second: split_chain finds it
+    first = store.validate_der(chain, Purpose.SIGNATURE, NOW)
+    assert first.leaf == leaf.cert
+    assert store.validate_der(chain, Purpose.SIGNATURE, NOW) is first
+    assert store.validate_der(chain[::-1], Purpose.SIGNATURE, NOW).leaf == leaf.cert
+    # Cached per purpose: a verdict for signatures says nothing of TLS.
+    assert store.validate_der(chain, Purpose.TLS_CLIENT, NOW) is not first
+    with pytest.raises(SecurityFault, match="expired"):
+        store.validate_der(chain, Purpose.SIGNATURE, NOW + dt.timedelta(seconds=31))
+    with pytest.raises(SecurityFault):  # without its intermediate the leaf does not chain
+        store.validate_der([_der(leaf.cert)], Purpose.SIGNATURE, NOW)
+    with pytest.raises(SecurityFault, match="which KeyInfo certificate"):
+        store.validate_der([_der(leaf.cert), _der(test_pki.institution.cert)], Purpose.SIGNATURE)
+    with pytest.raises(SecurityFault):  # not a certificate at all
+        store.validate_der([b"not DER"], Purpose.SIGNATURE, NOW)
+    revoked = P.create_crl(intermediate, [leaf.cert.serial_number])
+    (folder / "0.crl").write_bytes(revoked.public_bytes(serialization.Encoding.PEM))
+    with pytest.raises(SecurityFault, match="revoked"):  # the new CRL empties the cache
+        store.validate_der(chain, Purpose.SIGNATURE, NOW)
+
+
 def test_trust_store_folder_must_hold_certificates(tmp_path) -> None:
     with pytest.raises(ValueError, match="no PEM"):
         TrustStore.from_paths(tmp_path)

@@ -59,7 +59,6 @@ from .trust import (
     TrustStore,
     common_names,
     load_certificate,
-    split_chain,
     utcnow,
 )
 from .vihf import Vihf, parse_instant, read_vihf
@@ -180,10 +179,9 @@ class Authenticator:
             )
         if located.signature is not None:
             facts = check_structure(located.signature, located.assertion_id, self.policy.algorithms)
-            leaf, intermediates = split_chain(
-                [load_certificate(der, "a KeyInfo certificate") for der in facts.certificates]
+            validated = self.trust.validate_der(
+                facts.certificates, Purpose.SIGNATURE, now, what="a KeyInfo certificate"
             )
-            validated = self.trust.validate(leaf, intermediates, Purpose.SIGNATURE, now)
             verify(
                 located.signature, located.assertion, validated.xmlsec_key, self.policy.algorithms
             )
