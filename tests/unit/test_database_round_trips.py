@@ -1,4 +1,5 @@
-"""The round-trip savers of registry/database.py, against the real PostgreSQL: ``insert_rows``
+"""The round-trip and per-statement savers of registry/database.py, against the real
+PostgreSQL: ``precompiled`` statements answer as SQLAlchemy's own execution does; ``insert_rows``
 (several tables' INSERTs, bound on the client, in one query) writes every value exactly as a
 bound statement would and fails as one would; ``autocommit`` / ``begin_transaction`` switch a
 connection between one-statement transactions and a real one, and the pool never hands out a
@@ -18,6 +19,8 @@ from sqlalchemy import (
     Table,
     Text,
     Uuid,
+    any_,
+    bindparam,
     event,
     select,
     text,
@@ -25,7 +28,13 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
 
-from dmp_xds.registry.database import autocommit, begin_transaction, insert_rows, make_engine
+from dmp_xds.registry.database import (
+    autocommit,
+    begin_transaction,
+    insert_rows,
+    make_engine,
+    precompiled,
+)
 
 _metadata = MetaData()
 _left = Table(
@@ -160,3 +169,28 @@ def test_autocommit_refuses_to_cut_a_transaction_in_two(engine: Engine) -> None:
         with pytest.raises(RuntimeError):
             autocommit(conn)
         conn.rollback()
+
+
+def test_precompiled_statements_answer_as_sqlalchemy_does(engine: Engine, tables) -> None:
+    """A hot statement compiled once (``precompiled``) gives the rows ``conn.execute`` gives:
+    bound arrays, UUIDs, a constant the statement binds itself (LIMIT), an INSERT naming its
+    columns with RETURNING, and a text statement."""
+    ids = [uuid.uuid4() for _ in range(3)]
+    insert = _left.insert().returning(_left.c.id, _left.c.codes)
+    add = precompiled(insert, columns=["id", "size", "label", "codes"])
+    by_ids = select(_left).where(_left.c.id == any_(bindparam("ids", type_=ARRAY(Uuid))))
+    first = select(_left.c.label).order_by(_left.c.size.desc()).limit(1)
+    counted = text("SELECT count(*) AS n FROM round_trip_left WHERE size > :floor")
+    with engine.begin() as conn:
+        for n, id_ in enumerate(ids):
+            row = {"id": id_, "size": n, "label": f"100% {n}", "codes": [str(n)]}
+            assert add.execute(conn, row).one() == (id_, [str(n)])
+        for statement, params in (
+            (by_ids.order_by(_left.c.size), {"ids": ids[:2]}),
+            (first, {}),
+            (counted, {"floor": 0}),
+        ):
+            expected = conn.execute(statement, params).all()
+            got = precompiled(statement).execute(conn, params).all()
+            assert got == expected and got
+            assert [r._fields for r in got] == [r._fields for r in expected]

@@ -36,6 +36,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY
 
 from ..metadata import vocabulary as v
+from ..registry.database import precompiled
 from ..security.principal import Principal
 
 _metadata = MetaData()
@@ -140,14 +141,16 @@ class AuditEvent:
         }
 
 
-# Built once: the insert is compiled once per process, whatever the event (its values are
-# bound parameters), which spares every call SQLAlchemy's statement building.
-_INSERT = audit_event.insert().returning(audit_event.c.event_id, audit_event.c.occurred_at)
+# Built once: every call records an event. The columns are those of any event's row.
+_INSERT = precompiled(
+    audit_event.insert().returning(audit_event.c.event_id, audit_event.c.occurred_at),
+    columns=list(AuditEvent(str(uuid.UUID(int=0)), None, "success").row()),
+)
 
 
 def record(conn: Connection, event: AuditEvent) -> None:
     """Write ``event`` in ``conn``'s transaction (commits or rolls back with it)."""
-    inserted = conn.execute(_INSERT, event.row()).one()
+    inserted = _INSERT.execute(conn, event.row()).one()
     event.event_id, event.occurred_at = inserted.event_id, inserted.occurred_at
 
 

@@ -182,6 +182,36 @@ def insert_rows(conn: Connection, *inserts: tuple[Table, Sequence[Mapping[str, A
         conn.exec_driver_sql(sql, execution_options={"no_parameters": True})
 
 
+class Precompiled:
+    """A statement run on every call, compiled once to psycopg2's SQL and executed with
+    ``exec_driver_sql``: ~30 us of CPU less per execution than ``conn.execute``, which looks
+    the compiled form up in SQLAlchemy's cache and processes every parameter each time (in
+    process, the audit insert: 141-161 us against 105-135). Results are the same rows.
+
+    Only for statements whose parameters and columns need no SQLAlchemy type processing (text,
+    integers, UUIDs, timestamps and arrays of these, which psycopg2 adapts itself). Every
+    parameter is passed at each execution, except constants the statement binds itself (a
+    LIMIT, say); an INSERT names its ``columns``. Statements built per call (a stored query's
+    filters) go through ``conn.execute`` as usual.
+    """
+
+    def __init__(self, statement: Executable, *, columns: Sequence[str] | None = None) -> None:
+        compiled = statement.compile(
+            dialect=psycopg2.dialect(), column_keys=list(columns) if columns else None
+        )
+        self.statement = statement
+        self.sql = compiled.string
+        self.constants = {k: v for k, v in compiled.params.items() if v is not None}
+
+    def execute(self, conn: Connection, params: Mapping[str, Any]) -> CursorResult:
+        return conn.exec_driver_sql(self.sql, {**self.constants, **params})
+
+
+def precompiled(statement: Executable, *, columns: Sequence[str] | None = None) -> Precompiled:
+    """Declare a hot statement (at import): see :class:`Precompiled`."""
+    return Precompiled(statement, columns=columns)
+
+
 class PreparedStatement:
     """A statement PostgreSQL plans once per connection instead of at every execution.
 
@@ -198,7 +228,7 @@ class PreparedStatement:
     def __init__(self, name: str, statement: Executable) -> None:
         compiled = statement.compile(dialect=psycopg2.dialect(paramstyle="numeric_dollar"))
         self.name = name
-        self.statement = statement
+        self.plain = Precompiled(statement)
         self.prepare_sql = f"PREPARE {name} AS {compiled}"
         order = compiled.positiontup or []
         self.execute_sql = f"EXECUTE {name}({', '.join(f'%({p})s' for p in order)})"
@@ -208,7 +238,7 @@ class PreparedStatement:
     def execute(self, conn: Connection, params: Mapping[str, Any]) -> CursorResult:
         if self.name in conn.connection.info.get(_PREPARED, ()):
             return conn.exec_driver_sql(self.execute_sql, {**self.constants, **params})
-        return conn.execute(self.statement, params)
+        return self.plain.execute(conn, params)
 
 
 _DECLARED: dict[str, PreparedStatement] = {}

@@ -31,6 +31,7 @@ from ..errors import ErrorCode, XdsError, XdsFailure
 from ..metadata import vocabulary as v
 from ..metadata.datatypes import dtm_key, parse_patient_id
 from . import tables as t
+from .database import precompiled
 from .query_params import Param, QueryRequest, alternatives, and_groups, check_params, single
 
 
@@ -151,7 +152,7 @@ def document_facts(
     query (ids that are not the patient's DocumentEntries are left out)."""
     if not entry_uuids:
         return {}
-    rows = conn.execute(_FACTS_OF, {"key": key, "ids": list(entry_uuids)})
+    rows = _FACTS_OF.execute(conn, {"key": key, "ids": list(entry_uuids)})
     return {row.entry_uuid: row for row in rows}
 
 
@@ -208,23 +209,33 @@ def _by(table: Table, id_column: str) -> Select:
 
 
 # Built once (the documents a submission, an update or an answer's filter names).
-_FACTS_OF = select(t.document_entry.c.entry_uuid, *DOCUMENT_FACT_COLUMNS).where(
-    t.document_entry.c.patient_key == bindparam("key"), any_of(t.document_entry.c.entry_uuid, "ids")
+_FACTS_OF = precompiled(
+    select(t.document_entry.c.entry_uuid, *DOCUMENT_FACT_COLUMNS).where(
+        t.document_entry.c.patient_key == bindparam("key"),
+        any_of(t.document_entry.c.entry_uuid, "ids"),
+    )
 )
 # Built once, the statements every Get* query runs.
 _BY_UUID = {kind: _by(table, "entry_uuid") for kind, table in t.KIND_TABLES.items()}
+_RUN_BY_UUID = {kind: precompiled(statement) for kind, statement in _BY_UUID.items()}
 _BY_UID = {
-    kind: _by(table, "unique_id") for kind, table in t.KIND_TABLES.items() if "unique_id" in table.c
+    kind: precompiled(_by(table, "unique_id"))
+    for kind, table in t.KIND_TABLES.items()
+    if "unique_id" in table.c
 }
-_LOCATE_UUIDS = select(t.object_locator.c.patient_key, t.object_locator.c.entry_uuid).where(
-    any_of(t.object_locator.c.entry_uuid, "ids"), t.object_locator.c.kind == bindparam("kind")
+_LOCATE_UUIDS = precompiled(
+    select(t.object_locator.c.patient_key)
+    .where(
+        any_of(t.object_locator.c.entry_uuid, "ids"), t.object_locator.c.kind == bindparam("kind")
+    )
+    .distinct()
 )
-_OWNERS = (
+_OWNERS = precompiled(
     select(t.object_locator.c.patient_key)
     .where(any_of(t.object_locator.c.entry_uuid, "ids"))
     .distinct()
 )
-_LOCATE_UIDS = (
+_LOCATE_UIDS = precompiled(
     select(t.unique_id_locator.c.patient_key)
     .where(
         t.unique_id_locator.c.kind == bindparam("kind"),
@@ -331,16 +342,16 @@ def _named(
     (migration 0006), nor Citus route to one shard."""
     if req.params.get(uuid_param):
         ids: list = _uuid_values(req, uuid_param)
-        patients = {r.patient_key for r in conn.execute(_LOCATE_UUIDS, {"ids": ids, "kind": kind})}
-        statement = _BY_UUID[kind]
+        patients = set(_LOCATE_UUIDS.execute(conn, {"ids": ids, "kind": kind}).scalars())
+        statement = _RUN_BY_UUID[kind]
     else:
         ids = alternatives(req, uid_param)
-        patients = set(conn.execute(_LOCATE_UIDS, {"ids": ids, "kind": kind}).scalars())
+        patients = set(_LOCATE_UIDS.execute(conn, {"ids": ids, "kind": kind}).scalars())
         statement = _BY_UID[kind]
     if not patients:
         return []
     _single_patient(patients)
-    return _found(conn.execute(statement, {"keys": list(patients), "ids": ids}).all(), kind)
+    return _found(statement.execute(conn, {"keys": list(patients), "ids": ids}).all(), kind)
 
 
 def _single_patient(patients: Collection[int]) -> None:
@@ -363,11 +374,10 @@ def _objects(
 ) -> list[Found]:
     if not keys:
         return []
-    statement = _BY_UUID[kind]
-    if filters:
-        statement = statement.where(*filters)
     values = {"keys": list({k for k, _ in keys}), "ids": list({u for _, u in keys})}
-    return _found(conn.execute(statement, values).all(), kind)
+    if filters:  # a statement of its own, built for this call
+        return _found(conn.execute(_BY_UUID[kind].where(*filters), values).all(), kind)
+    return _found(_RUN_BY_UUID[kind].execute(conn, values).all(), kind)
 
 
 def _associations(
@@ -469,7 +479,7 @@ def get_submission_sets(conn: Connection, req: QueryRequest, limit: int) -> list
 
 
 def _patients_of(conn: Connection, uuids: Sequence[uuid.UUID]) -> set[int]:
-    patients = set(conn.execute(_OWNERS, {"ids": list(uuids)}).scalars())
+    patients = set(_OWNERS.execute(conn, {"ids": list(uuids)}).scalars())
     _single_patient(patients)
     return patients
 

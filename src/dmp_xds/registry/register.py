@@ -26,7 +26,7 @@ from ..metadata.ebrim import rim, set_slot
 from ..metadata.model import Association, DocumentEntry, Folder, Submission, SubmissionSet
 from . import patient_lock
 from . import tables as t
-from .database import insert_rows
+from .database import insert_rows, precompiled
 from .queries import any_of, document_facts, patient_key
 
 
@@ -324,7 +324,7 @@ def check_references(
     }
     existing: dict[str, Existing] = {}
     if refs:
-        rows = conn.execute(_LOCATED, {"ids": [as_uuid(r) for r in refs]}).all()
+        rows = _LOCATED.execute(conn, {"ids": [as_uuid(r) for r in refs]}).all()
         if hidden is not None and key is not None:
             documents = document_facts(
                 conn, key, [e for e, pkey, kind in rows if kind == "DocumentEntry" and pkey == key]
@@ -393,9 +393,11 @@ def check_references(
 
 
 # Built once, the statements of every submission.
-_LOCATED = select(
-    t.object_locator.c.entry_uuid, t.object_locator.c.patient_key, t.object_locator.c.kind
-).where(any_of(t.object_locator.c.entry_uuid, "ids"))
+_LOCATED = precompiled(
+    select(
+        t.object_locator.c.entry_uuid, t.object_locator.c.patient_key, t.object_locator.c.kind
+    ).where(any_of(t.object_locator.c.entry_uuid, "ids"))
+)
 
 
 def _codes(codes: list) -> list[str]:

@@ -26,6 +26,7 @@ from collections.abc import Collection
 
 from sqlalchemy import Connection, func, select, text
 
+from ..registry.database import precompiled
 from .store import validate_key
 
 LOCK_CLASS = 0x7864_7362
@@ -44,11 +45,13 @@ def hold_for_write(conn: Connection, sha256s: Collection[str]) -> None:
     other, so their order does not matter)."""
     keys = sorted({_object_id(k) for k in sha256s})
     if keys:
-        conn.execute(_HOLD_SHARED, {"class": LOCK_CLASS, "keys": keys})
+        _HOLD_SHARED.execute(conn, {"class": LOCK_CLASS, "keys": keys})
 
 
-_HOLD_SHARED = text(
-    "SELECT count(pg_advisory_xact_lock_shared(:class, k)) FROM unnest(CAST(:keys AS int[])) k"
+_HOLD_SHARED = precompiled(
+    text(
+        "SELECT count(pg_advisory_xact_lock_shared(:class, k)) FROM unnest(CAST(:keys AS int[])) k"
+    )
 )
 
 

@@ -27,6 +27,7 @@ from ..namespaces import LCM, XDSB
 from ..patients.gate import RecordGate, Rules, require
 from ..policy import patient as patient_policy
 from ..registry import tables as t
+from ..registry.database import precompiled
 from ..registry.queries import DOCUMENT_FACT_COLUMNS
 from ..registry.register import check, write
 from ..registry.service import admit_feed, expect
@@ -294,8 +295,8 @@ class RepositoryService:
         partition of document_entry that holds the patient's rows is the only one read."""
         if patient_key is None:
             return None
-        return conn.execute(
-            _LOCATE,
+        return _LOCATE.execute(
+            conn,
             {"key": patient_key, "unique_id": unique_id, "repository": self.repository_unique_id},
         ).one_or_none()
 
@@ -312,7 +313,7 @@ class RepositoryService:
 
 
 # Built once: every document of every ITI-43 is looked up with it.
-_LOCATE = (
+_LOCATE = precompiled(
     select(t.document_entry.c.content_sha256, t.document_entry.c.mime_type, *DOCUMENT_FACT_COLUMNS)
     .where(
         t.document_entry.c.patient_key == bindparam("key"),

@@ -16,7 +16,7 @@ import time
 
 from sqlalchemy import Column, Connection, DateTime, Engine, MetaData, Table, Text, delete, text
 
-from ..registry.database import autocommit
+from ..registry.database import autocommit, precompiled
 
 _metadata = MetaData()
 vihf_replay = Table(
@@ -52,11 +52,8 @@ class ReplayCache:
         with contextlib.ExitStack() as stack:
             if conn is None:
                 conn = stack.enter_context(self.engine.connect())
-            claimed = (
-                autocommit(conn)
-                .execute(_CLAIM, {"id": assertion_id, "expires": expires_at, "now": now})
-                .first()
-            )
+            params = {"id": assertion_id, "expires": expires_at, "now": now}
+            claimed = _CLAIM.execute(autocommit(conn), params).first()
         if time.monotonic() - self._last_purge >= self.purge_every_s:
             # In a short transaction of its own, on a connection of its own.
             self._last_purge = time.monotonic()
@@ -69,9 +66,11 @@ class ReplayCache:
 # once, and waiting for the WAL flush (a disk sync per request, measured 2-4 ms here) would
 # only protect the last few hundred milliseconds of ids against a PostgreSQL crash. Registry
 # writes and the audit trail keep synchronous commits. An expired row may be taken over.
-_CLAIM = text(
-    "SET LOCAL synchronous_commit = off;"
-    " INSERT INTO vihf_replay (assertion_id, expires_at) VALUES (:id, :expires)"
-    " ON CONFLICT (assertion_id) DO UPDATE SET expires_at = excluded.expires_at"
-    " WHERE vihf_replay.expires_at <= :now RETURNING assertion_id"
+_CLAIM = precompiled(
+    text(
+        "SET LOCAL synchronous_commit = off;"
+        " INSERT INTO vihf_replay (assertion_id, expires_at) VALUES (:id, :expires)"
+        " ON CONFLICT (assertion_id) DO UPDATE SET expires_at = excluded.expires_at"
+        " WHERE vihf_replay.expires_at <= :now RETURNING assertion_id"
+    )
 )
