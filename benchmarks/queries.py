@@ -32,8 +32,9 @@ from sqlalchemy import event, text
 
 from dmp_xds.client.xds import XdsClient, adhoc_query_request
 from dmp_xds.metadata import vocabulary as v
+from dmp_xds.metadata.datatypes import parse_patient_id
 from dmp_xds.registry.database import make_engine
-from dmp_xds.registry.queries import run_stored_query
+from dmp_xds.registry.queries import patient_key, run_stored_query
 from dmp_xds.registry.query_params import read_query_request
 from dmp_xds.registry.synthetic import load_synthetic
 
@@ -184,6 +185,11 @@ def explain(database_url: str, find_patient: str, get_target: tuple[str, str]) -
     ):
         req, errors = read_query_request(adhoc_query_request(query_id, params, "LeafClass", None))
         assert req is not None and not errors
+        if name == "FindDocuments":
+            # As in the server, whose record gate has read the VIHF patient's key already.
+            canonical = parse_patient_id(find_patient).canonical
+            with engine.connect() as conn:
+                req.known_keys[canonical] = patient_key(conn, canonical)  # type: ignore[assignment]
         statements: list[tuple[str, Any]] = []
 
         def capture(conn, cursor, statement, parameters, context, executemany, into=statements):
