@@ -28,6 +28,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
 
+from dmp_xds.registry import database
 from dmp_xds.registry.database import (
     autocommit,
     begin_transaction,
@@ -121,6 +122,32 @@ def test_batch_is_one_round_trip(engine: Engine, tables) -> None:
     finally:
         event.remove(engine, "before_cursor_execute", count)
     assert len(sent) == 1
+
+
+def test_a_large_batch_goes_in_bounded_pieces(engine: Engine, tables, monkeypatch) -> None:
+    """Thousands of rows: VALUES lists of at most ROWS_PER_STATEMENT rows, and a round trip
+    whenever the bound SQL reaches QUERY_BYTES, so memory does not grow with the batch."""
+    monkeypatch.setattr(database, "ROWS_PER_STATEMENT", 7)
+    monkeypatch.setattr(database, "QUERY_BYTES", 4096)
+    sent: list[str] = []
+
+    def count(conn, cursor, statement, *rest) -> None:
+        sent.append(statement)
+
+    rows = [{"n": n, "note": f"row {n} " + "x" * 100} for n in range(500)]
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        with engine.begin() as conn:
+            insert_rows(conn, (_right, rows))
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    with engine.connect() as conn:
+        assert conn.execute(select(_right.c.n).order_by(_right.c.n)).scalars().all() == list(
+            range(500)
+        )
+    assert 1 < len(sent) < 500
+    assert all(len(sql) < 4096 + 8 * 150 for sql in sent)
+    assert all(sql.count("INSERT INTO") * 7 >= sql.count("row ") for sql in sent)
 
 
 def test_autocommit_commits_each_statement_and_the_pool_resets_it(database_url: str) -> None:

@@ -158,14 +158,30 @@ def insert_rows(conn: Connection, *inserts: tuple[Table, Sequence[Mapping[str, A
     locators). One statement per table cost a round trip each and ~70 us of SQLAlchemy's
     execution machinery, more than PostgreSQL takes to insert a row. psycopg2 binds parameters
     on the client (``mogrify``), so the INSERTs go as one multi-statement query, each a
-    multi-row VALUES whatever the number of rows; PostgreSQL coerces every literal to its
-    column's type. A failure (a duplicate key) is raised as SQLAlchemy's ``IntegrityError``
-    and aborts the caller's transaction, as one statement's would. Rows of a table all have
-    the keys of its first row; tables without rows are skipped.
+    multi-row VALUES; PostgreSQL coerces every literal to its column's type. A failure (a
+    duplicate key) is raised as SQLAlchemy's ``IntegrityError`` and aborts the caller's
+    transaction, as one statement's would. Rows of a table all have the keys of its first
+    row; tables without rows are skipped.
+
+    Memory stays bounded whatever the batch (an EAI's thousands of documents): a VALUES list
+    holds at most :data:`ROWS_PER_STATEMENT` rows, and the query goes out as soon as it
+    reaches :data:`QUERY_BYTES` (the rest follows in as many round trips as needed).
     """
     dbapi = conn.connection.dbapi_connection
+    encoding = psycopg2_extensions.encodings[dbapi.encoding]
     quote = conn.dialect.identifier_preparer.quote
-    statements = []
+    pending: list[bytes] = []
+    size = 0
+
+    def send() -> None:
+        nonlocal size
+        if pending:
+            # Parameters are bound already: psycopg2 must not read '%' in values as markers.
+            sql = b";".join(pending).decode(encoding)
+            conn.exec_driver_sql(sql, execution_options={"no_parameters": True})
+            pending.clear()
+            size = 0
+
     with dbapi.cursor() as cursor:  # for mogrify: it sends nothing
         for table, rows in inserts:
             if not rows:
@@ -173,13 +189,23 @@ def insert_rows(conn: Connection, *inserts: tuple[Table, Sequence[Mapping[str, A
             columns = list(rows[0])
             row = "(" + ",".join(["%s"] * len(columns)) + ")"
             names = ",".join(map(quote, columns))  # our Table's names, quoted
-            head = f"INSERT INTO {quote(table.name)} ({names}) VALUES "  # noqa: S608
-            values = b",".join(cursor.mogrify(row, [r[c] for c in columns]) for r in rows)
-            statements.append(head.encode() + values)
-    if statements:
-        sql = b";".join(statements).decode(psycopg2_extensions.encodings[dbapi.encoding])
-        # Parameters are bound already: psycopg2 must not read '%' in the values as markers.
-        conn.exec_driver_sql(sql, execution_options={"no_parameters": True})
+            head = f"INSERT INTO {quote(table.name)} ({names}) VALUES ".encode()  # noqa: S608
+            for start in range(0, len(rows), ROWS_PER_STATEMENT):
+                chunk = rows[start : start + ROWS_PER_STATEMENT]
+                statement = head + b",".join(
+                    cursor.mogrify(row, [r[c] for c in columns]) for r in chunk
+                )
+                pending.append(statement)
+                size += len(statement)
+                if size >= QUERY_BYTES:
+                    send()
+    send()
+
+
+ROWS_PER_STATEMENT = 1000
+"""Rows in one VALUES list of :func:`insert_rows` (as SQLAlchemy's own multi-row inserts)."""
+QUERY_BYTES = 8 << 20
+"""Size at which :func:`insert_rows` sends what it has bound so far."""
 
 
 class Precompiled:
