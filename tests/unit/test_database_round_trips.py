@@ -1,5 +1,5 @@
 """The round-trip and per-statement savers of registry/database.py, against the real
-PostgreSQL: ``precompiled`` statements answer as SQLAlchemy's own execution does; ``insert_rows``
+PostgreSQL: ``Precompiled`` statements answer as SQLAlchemy's own execution does; ``insert_rows``
 (several tables' INSERTs, bound on the client, in one query) writes every value exactly as a
 bound statement would and fails as one would; ``autocommit`` / ``begin_transaction`` switch a
 connection between one-statement transactions and a real one, and the pool never hands out a
@@ -30,11 +30,11 @@ from sqlalchemy.exc import IntegrityError
 
 from dmp_xds.registry import database
 from dmp_xds.registry.database import (
+    Precompiled,
     autocommit,
     begin_transaction,
     insert_rows,
     make_engine,
-    precompiled,
 )
 
 _metadata = MetaData()
@@ -199,12 +199,12 @@ def test_autocommit_refuses_to_cut_a_transaction_in_two(engine: Engine) -> None:
 
 
 def test_precompiled_statements_answer_as_sqlalchemy_does(engine: Engine, tables) -> None:
-    """A hot statement compiled once (``precompiled``) gives the rows ``conn.execute`` gives:
+    """A hot statement compiled once (``Precompiled``) gives the rows ``conn.execute`` gives:
     bound arrays, UUIDs, a constant the statement binds itself (LIMIT), an INSERT naming its
     columns with RETURNING, and a text statement."""
     ids = [uuid.uuid4() for _ in range(3)]
     insert = _left.insert().returning(_left.c.id, _left.c.codes)
-    add = precompiled(insert, columns=["id", "size", "label", "codes"])
+    add = Precompiled(insert, columns=["id", "size", "label", "codes"])
     by_ids = select(_left).where(_left.c.id == any_(bindparam("ids", type_=ARRAY(Uuid))))
     first = select(_left.c.label).order_by(_left.c.size.desc()).limit(1)
     counted = text("SELECT count(*) AS n FROM round_trip_left WHERE size > :floor")
@@ -218,6 +218,6 @@ def test_precompiled_statements_answer_as_sqlalchemy_does(engine: Engine, tables
             (counted, {"floor": 0}),
         ):
             expected = conn.execute(statement, params).all()
-            got = precompiled(statement).execute(conn, params).all()
+            got = Precompiled(statement).execute(conn, params).all()
             assert got == expected and got
             assert [r._fields for r in got] == [r._fields for r in expected]

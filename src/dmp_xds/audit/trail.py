@@ -36,7 +36,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY
 
 from ..metadata import vocabulary as v
-from ..registry.database import precompiled
+from ..registry.database import Precompiled
 from ..security.principal import Principal
 
 _metadata = MetaData()
@@ -142,7 +142,7 @@ class AuditEvent:
 
 
 # Built once: every call records an event. The columns are those of any event's row.
-_INSERT = precompiled(
+_INSERT = Precompiled(
     audit_event.insert().returning(audit_event.c.event_id, audit_event.c.occurred_at),
     columns=list(AuditEvent(str(uuid.UUID(int=0)), None, "success").row()),
 )

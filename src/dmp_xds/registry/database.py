@@ -225,17 +225,11 @@ class Precompiled:
         compiled = statement.compile(
             dialect=psycopg2.dialect(), column_keys=list(columns) if columns else None
         )
-        self.statement = statement
         self.sql = compiled.string
         self.constants = {k: v for k, v in compiled.params.items() if v is not None}
 
     def execute(self, conn: Connection, params: Mapping[str, Any]) -> CursorResult:
         return conn.exec_driver_sql(self.sql, {**self.constants, **params})
-
-
-def precompiled(statement: Executable, *, columns: Sequence[str] | None = None) -> Precompiled:
-    """Declare a hot statement (at import): see :class:`Precompiled`."""
-    return Precompiled(statement, columns=columns)
 
 
 class PreparedStatement:
@@ -258,12 +252,10 @@ class PreparedStatement:
         self.prepare_sql = f"PREPARE {name} AS {compiled}"
         order = compiled.positiontup or []
         self.execute_sql = f"EXECUTE {name}({', '.join(f'%({p})s' for p in order)})"
-        # Constants the statement binds itself (a literal compared in a WHERE, say).
-        self.constants = {k: v for k, v in compiled.params.items() if v is not None}
 
     def execute(self, conn: Connection, params: Mapping[str, Any]) -> CursorResult:
         if self.name in conn.connection.info.get(_PREPARED, ()):
-            return conn.exec_driver_sql(self.execute_sql, {**self.constants, **params})
+            return conn.exec_driver_sql(self.execute_sql, {**self.plain.constants, **params})
         return self.plain.execute(conn, params)
 
 

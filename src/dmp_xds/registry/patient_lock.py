@@ -27,7 +27,7 @@ from typing import Any
 
 from sqlalchemy import Connection, CursorResult, TextClause, func, select, text
 
-from .database import Precompiled, precompiled
+from .database import Precompiled
 
 LOCK_CLASS = 0x7864_7370
 """Class id of patient-record locks (first key of the two-integer advisory lock form)."""
@@ -53,7 +53,7 @@ def hold_for_write(
     statement = _HOLD_SHARED
     if then is not None:
         if then.text not in _THEN:
-            _THEN[then.text] = precompiled(text(f"{_HOLD_SQL}; {then.text}"))
+            _THEN[then.text] = Precompiled(text(f"{_HOLD_SQL}; {then.text}"))
         statement = _THEN[then.text]
     hold = {"lock_class": LOCK_CLASS, "lock_key": _object_id(patient_key)}
     return statement.execute(conn, {**(params or {}), **hold})
@@ -61,7 +61,7 @@ def hold_for_write(
 
 # Built once: every submission takes it.
 _HOLD_SQL = "SELECT pg_advisory_xact_lock_shared(:lock_class, :lock_key)"
-_HOLD_SHARED = precompiled(text(_HOLD_SQL))
+_HOLD_SHARED = Precompiled(text(_HOLD_SQL))
 _THEN: dict[str, Precompiled] = {}
 
 

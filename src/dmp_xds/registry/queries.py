@@ -31,7 +31,7 @@ from ..errors import ErrorCode, XdsError, XdsFailure
 from ..metadata import vocabulary as v
 from ..metadata.datatypes import dtm_key, parse_patient_id
 from . import tables as t
-from .database import precompiled
+from .database import Precompiled
 from .query_params import Param, QueryRequest, alternatives, and_groups, check_params, single
 
 
@@ -87,7 +87,7 @@ def _patient_key(conn: Connection, req: QueryRequest, name: str) -> int | None:
         canonical = parse_patient_id(single(req, name) or "").canonical
         if canonical in req.known_keys:
             return req.known_keys[canonical]
-        return conn.execute(_PATIENT_KEY, {"patient_id": canonical}).scalar_one_or_none()
+        return patient_key(conn, canonical)
     except ValueError as exc:
         raise XdsFailure(XdsError(ErrorCode.REGISTRY_ERROR, f"{name}: {exc}", name)) from exc
 
@@ -209,7 +209,7 @@ def _by(table: Table, id_column: str) -> Select:
 
 
 # Built once (the documents a submission, an update or an answer's filter names).
-_FACTS_OF = precompiled(
+_FACTS_OF = Precompiled(
     select(t.document_entry.c.entry_uuid, *DOCUMENT_FACT_COLUMNS).where(
         t.document_entry.c.patient_key == bindparam("key"),
         any_of(t.document_entry.c.entry_uuid, "ids"),
@@ -217,25 +217,25 @@ _FACTS_OF = precompiled(
 )
 # Built once, the statements every Get* query runs.
 _BY_UUID = {kind: _by(table, "entry_uuid") for kind, table in t.KIND_TABLES.items()}
-_RUN_BY_UUID = {kind: precompiled(statement) for kind, statement in _BY_UUID.items()}
+_RUN_BY_UUID = {kind: Precompiled(statement) for kind, statement in _BY_UUID.items()}
 _BY_UID = {
-    kind: precompiled(_by(table, "unique_id"))
+    kind: Precompiled(_by(table, "unique_id"))
     for kind, table in t.KIND_TABLES.items()
     if "unique_id" in table.c
 }
-_LOCATE_UUIDS = precompiled(
+_LOCATE_UUIDS = Precompiled(
     select(t.object_locator.c.patient_key)
     .where(
         any_of(t.object_locator.c.entry_uuid, "ids"), t.object_locator.c.kind == bindparam("kind")
     )
     .distinct()
 )
-_OWNERS = precompiled(
+_OWNERS = Precompiled(
     select(t.object_locator.c.patient_key)
     .where(any_of(t.object_locator.c.entry_uuid, "ids"))
     .distinct()
 )
-_LOCATE_UIDS = precompiled(
+_LOCATE_UIDS = Precompiled(
     select(t.unique_id_locator.c.patient_key)
     .where(
         t.unique_id_locator.c.kind == bindparam("kind"),

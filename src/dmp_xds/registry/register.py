@@ -26,7 +26,7 @@ from ..metadata.ebrim import rim, set_slot
 from ..metadata.model import Association, DocumentEntry, Folder, Submission, SubmissionSet
 from . import patient_lock
 from . import tables as t
-from .database import insert_rows, precompiled
+from .database import Precompiled, insert_rows
 from .queries import any_of, document_facts, patient_key
 
 
@@ -125,14 +125,7 @@ def read_taken(
     ``sub``'s by default) and entryUUIDs (of ``sub``'s) are taken, in one round trip with the
     patient's shared hold when the patient is known (before any check reads the record, so a
     concurrent ITI-62 removal waits: patient_lock)."""
-    owners = unique or sub
-    wanted = list(
-        dict.fromkeys(
-            (type(o).__name__, o.unique_id)
-            for o in (*owners.documents, *owners.submission_sets, *owners.folders)
-            if o.unique_id
-        )
-    )
+    wanted = list(_by_unique_id(unique or sub))
     params = {
         "kinds": [kind for kind, _ in wanted],
         "ids": [unique_id for _, unique_id in wanted],
@@ -235,12 +228,17 @@ def register(
     write(conn, check(conn, sub, prior_errors, patient_key=patient_key, hidden=hidden))
 
 
+def _by_unique_id(sub: Submission) -> dict[tuple[str, str], Any]:
+    """The submission's objects that carry a uniqueId, by (kind, uniqueId)."""
+    return {
+        (type(o).__name__, o.unique_id): o
+        for o in (*sub.documents, *sub.submission_sets, *sub.folders)
+        if o.unique_id
+    }
+
+
 def check_unique_ids(conn: Connection, sub: Submission, taken: Taken) -> list[XdsError]:
-    wanted = (
-        {("DocumentEntry", d.unique_id): d for d in sub.documents if d.unique_id}
-        | {("SubmissionSet", s.unique_id): s for s in sub.submission_sets if s.unique_id}
-        | {("Folder", f.unique_id): f for f in sub.folders if f.unique_id}
-    )
+    wanted = _by_unique_id(sub)
     errors: list[XdsError] = []
     for kind, unique_id, pkey in taken.unique_ids:
         obj = wanted.get((kind, unique_id))
@@ -393,7 +391,7 @@ def check_references(
 
 
 # Built once, the statements of every submission.
-_LOCATED = precompiled(
+_LOCATED = Precompiled(
     select(
         t.object_locator.c.entry_uuid, t.object_locator.c.patient_key, t.object_locator.c.kind
     ).where(any_of(t.object_locator.c.entry_uuid, "ids"))

@@ -26,7 +26,7 @@ from collections.abc import Collection
 
 from sqlalchemy import Connection, func, select, text
 
-from ..registry.database import precompiled
+from ..registry.database import Precompiled
 from .store import validate_key
 
 LOCK_CLASS = 0x7864_7362
@@ -48,7 +48,7 @@ def hold_for_write(conn: Connection, sha256s: Collection[str]) -> None:
         _HOLD_SHARED.execute(conn, {"class": LOCK_CLASS, "keys": keys})
 
 
-_HOLD_SHARED = precompiled(
+_HOLD_SHARED = Precompiled(
     text(
         "SELECT count(pg_advisory_xact_lock_shared(:class, k)) FROM unnest(CAST(:keys AS int[])) k"
     )

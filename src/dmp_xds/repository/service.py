@@ -27,7 +27,7 @@ from ..namespaces import LCM, XDSB
 from ..patients.gate import RecordGate, Rules, require
 from ..policy import patient as patient_policy
 from ..registry import tables as t
-from ..registry.database import precompiled
+from ..registry.database import Precompiled
 from ..registry.queries import DOCUMENT_FACT_COLUMNS
 from ..registry.register import check, write
 from ..registry.service import admit_feed, expect
@@ -313,7 +313,7 @@ class RepositoryService:
 
 
 # Built once: every document of every ITI-43 is looked up with it.
-_LOCATE = precompiled(
+_LOCATE = Precompiled(
     select(t.document_entry.c.content_sha256, t.document_entry.c.mime_type, *DOCUMENT_FACT_COLUMNS)
     .where(
         t.document_entry.c.patient_key == bindparam("key"),

@@ -16,7 +16,7 @@ import time
 
 from sqlalchemy import Column, Connection, DateTime, Engine, MetaData, Table, Text, delete, text
 
-from ..registry.database import autocommit, precompiled
+from ..registry.database import Precompiled, autocommit
 
 _metadata = MetaData()
 vihf_replay = Table(
@@ -66,7 +66,7 @@ class ReplayCache:
 # once, and waiting for the WAL flush (a disk sync per request, measured 2-4 ms here) would
 # only protect the last few hundred milliseconds of ids against a PostgreSQL crash. Registry
 # writes and the audit trail keep synchronous commits. An expired row may be taken over.
-_CLAIM = precompiled(
+_CLAIM = Precompiled(
     text(
         "SET LOCAL synchronous_commit = off;"
         " INSERT INTO vihf_replay (assertion_id, expires_at) VALUES (:id, :expires)"
